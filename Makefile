@@ -1,0 +1,33 @@
+# Set-up is idempotent: the venv is (re)built only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## demo: train on the bundled example, print the per-class table, predict two photos
+demo: setup
+	rm -rf runs/demo
+	$(BIN)/transferlab train examples/ahe-mini --out runs/demo
+	$(BIN)/transferlab predict runs/demo examples/samples/capitol-dome.jpg examples/samples/pantheon-dome-interior.jpg
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+## test: lint, type-check and the whole test suite (what CI runs)
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

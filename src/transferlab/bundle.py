@@ -1,0 +1,128 @@
+"""The saved model: ``model.safetensors`` + ``model.json``. Loading never unpickles anything.
+
+``model.json`` holds what ``predict``, ``evaluate``, ``export`` and ``serve`` need: the
+architecture, class names in index order and the preprocessing, plus a training summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from transferlab import __version__
+from transferlab.data.transforms import Preprocessing
+from transferlab.errors import BundleError, ModelError
+from transferlab.models.registry import build_architecture
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass
+class Bundle:
+    model: nn.Module
+    architecture: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_bundle(
+    directory: Path,
+    model: nn.Module,
+    architecture: str,
+    class_names: list[str],
+    preprocessing: Preprocessing,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle folder; files are replaced atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "transferlab_version": __version__,
+        "architecture": architecture,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "preprocessing": preprocessing.to_dict(),
+        "drop_rate": float(getattr(model, "drop_rate", 0.0)),
+        **(extra or {}),
+    }
+    _write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    _write_atomic(
+        directory / META_FILE,
+        lambda p: p.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"),
+    )
+    return directory
+
+
+def find_bundle_dir(path: Path) -> Path:
+    """Accept a bundle folder or a run folder (which holds ``model/``)."""
+    for candidate in (path, path / "model"):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    if not path.exists():
+        raise BundleError(f"model not found: {path}; give a run folder or its model/ folder")
+    raise BundleError(
+        f"{path} has no {META_FILE}; give a run folder made by 'transferlab train' or its model/"
+    )
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    meta_file = find_bundle_dir(path) / META_FILE
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(
+            f"{meta_file} is damaged ({exc}); re-export or retrain the model"
+        ) from exc
+    for key in ("architecture", "class_names", "preprocessing"):
+        if key not in meta:
+            raise BundleError(f"{meta_file} lacks '{key}'; it was not written by transferlab")
+    return dict(meta)
+
+
+def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle (or a run folder's bundle) ready for inference, in eval mode."""
+    directory = find_bundle_dir(path)
+    meta = read_meta(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{weights} is missing; the bundle is incomplete")
+    try:
+        model = build_architecture(
+            meta["architecture"], len(meta["class_names"]), float(meta.get("drop_rate", 0.0))
+        )
+    except ModelError as exc:
+        raise BundleError(f"{directory}: {exc}") from exc
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise BundleError(f"{weights} does not match {meta['architecture']} ({exc})") from exc
+    model.to(device).eval()
+    return Bundle(
+        model=model,
+        architecture=meta["architecture"],
+        class_names=list(meta["class_names"]),
+        preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+        meta=meta,
+    )

@@ -1,0 +1,60 @@
+"""`transferlab predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
+
+PREDICT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  transferlab predict runs/demo examples/ahe-mini-samples/dome.jpg
+  transferlab predict runs/demo/model photos/ --top-k 3 --json > predictions.json
+"""
+
+
+@app.command(epilog=PREDICT_EXAMPLES)
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run folder or a model bundle folder.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show.")] = 3,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document with all predictions.")
+    ] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Classify images with a trained model and show the top-k classes with probabilities."""
+    setup_logging(quiet, debug)
+    with guard(debug):
+        from transferlab.bundle import load_bundle
+        from transferlab.errors import ConfigError, DatasetError
+        from transferlab.predict import expand_inputs, predict_files
+
+        if top_k < 1:
+            raise ConfigError("--top-k must be at least 1")
+        bundle = load_bundle(model)
+        paths = expand_inputs(images)
+        if not paths:
+            raise DatasetError("no image files found in the given folders")
+        results = predict_files(bundle, paths, top_k)
+        if as_json:
+            out.print_json(
+                json.dumps({"model": str(model), "predictions": [r.to_dict() for r in results]})
+            )
+        else:
+            for r in results:
+                if r.error:
+                    err.print(f"warning: {r.path}: {r.error}", highlight=False)
+                    continue
+                ranked = "  ".join(
+                    f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probabilities, strict=True)
+                )
+                out.print(f"{r.path}\t{ranked}", highlight=False, soft_wrap=True)
+        if any(r.error for r in results):
+            raise typer.Exit(1)

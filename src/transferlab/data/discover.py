@@ -1,0 +1,202 @@
+"""Find the labelled images under a path, whatever the common layout.
+
+Layouts, tried in this order:
+
+- ``csv``: a CSV file with ``path,label`` columns (optional ``split``); paths relative to it.
+- ``tiny-imagenet``: ``train/<wnid>/images/*`` plus ``val/images`` + ``val/val_annotations.txt``.
+- ``split-folders``: ``train/``, ``val/`` (or ``valid/``, ``validation/``), optional ``test/``,
+  each holding class folders.
+- ``class-folders``: one folder per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transferlab.data.images import is_image_file
+from transferlab.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    split: str | None = None  # "train" | "val" | "test" when the layout says so
+
+
+@dataclass
+class Discovery:
+    root: Path
+    layout: str
+    samples: list[Sample]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({s.label for s in self.samples})
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_folder_samples(
+    folder: Path, split: str | None, skipped: list[tuple[Path, str]]
+) -> list[Sample]:
+    samples: list[Sample] = []
+    for class_dir in _visible_dirs(folder):
+        found = 0
+        for path in sorted(class_dir.rglob("*")):
+            if not path.is_file() or any(part.startswith(".") for part in path.parts[-2:]):
+                continue
+            if is_image_file(path):
+                samples.append(Sample(path, class_dir.name, split))
+                found += 1
+            else:
+                skipped.append((path, "not an image file (unknown extension)"))
+        if found == 0:
+            raise DatasetError(
+                f"class folder '{class_dir}' has no images; add images or remove the folder"
+            )
+    return samples
+
+
+def _find_split_dirs(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in _visible_dirs(root):
+        split = SPLIT_NAMES.get(d.name.lower())
+        if split and split not in found and _visible_dirs(d):
+            found[split] = d
+    return found
+
+
+def _discover_csv(csv_path: Path) -> Discovery:
+    base = csv_path.parent
+    samples: list[Sample] = []
+    skipped: list[tuple[Path, str]] = []
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"cannot read CSV {csv_path}: {exc}") from exc
+    if not rows:
+        raise DatasetError(f"CSV {csv_path} is empty; it needs rows of path,label")
+    header = [c.strip().lower() for c in rows[0]]
+    has_header = "path" in header and "label" in header
+    if has_header:
+        ip, il = header.index("path"), header.index("label")
+        isplit = header.index("split") if "split" in header else None
+        rows = rows[1:]
+    else:
+        ip, il, isplit = 0, 1, None
+    for n, row in enumerate(rows, start=2 if has_header else 1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(ip, il):
+            raise DatasetError(f"{csv_path} line {n}: expected path,label; got {row!r}")
+        path = Path(row[ip].strip())
+        path = path if path.is_absolute() else base / path
+        label = row[il].strip()
+        if not label:
+            raise DatasetError(f"{csv_path} line {n}: empty label for {row[ip]!r}")
+        split = None
+        if isplit is not None and len(row) > isplit and row[isplit].strip():
+            split = SPLIT_NAMES.get(row[isplit].strip().lower())
+            if split is None:
+                raise DatasetError(
+                    f"{csv_path} line {n}: split {row[isplit]!r} is not train, val or test"
+                )
+        if not path.is_file():
+            skipped.append((path, "listed in the CSV but not found"))
+            continue
+        samples.append(Sample(path, label, split))
+    return Discovery(base, "csv", samples, skipped)
+
+
+def _discover_tiny_imagenet(root: Path) -> Discovery:
+    samples: list[Sample] = []
+    skipped: list[tuple[Path, str]] = []
+    for wnid_dir in _visible_dirs(root / "train"):
+        for path in sorted((wnid_dir / "images").iterdir()):
+            if is_image_file(path):
+                samples.append(Sample(path, wnid_dir.name, "train"))
+    annotations = root / "val" / "val_annotations.txt"
+    if annotations.is_file():
+        for line in annotations.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                path = root / "val" / "images" / parts[0]
+                if path.is_file():
+                    samples.append(Sample(path, parts[1], "val"))
+                else:
+                    skipped.append((path, "listed in val_annotations.txt but not found"))
+    return Discovery(root, "tiny-imagenet", samples, skipped)
+
+
+def _is_tiny_imagenet(root: Path) -> bool:
+    train = root / "train"
+    if not train.is_dir() or not (root / "wnids.txt").is_file():
+        return False
+    first = next(iter(_visible_dirs(train)), None)
+    return first is not None and (first / "images").is_dir()
+
+
+def discover(path: Path | str) -> Discovery:
+    """Find the labelled images at ``path`` and say which layout they are in."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DatasetError(f"data path not found: {root}; check the path")
+    if root.is_file():
+        if root.suffix.lower() in (".csv", ".tsv", ".txt"):
+            return _check(_discover_csv(root))
+        raise DatasetError(f"{root} is a file; give a folder of class folders or a path,label CSV")
+    if _is_tiny_imagenet(root):
+        return _check(_discover_tiny_imagenet(root))
+    skipped: list[tuple[Path, str]] = []
+    split_dirs = _find_split_dirs(root)
+    if "train" in split_dirs:
+        samples = [
+            s
+            for split, folder in sorted(split_dirs.items())
+            for s in _class_folder_samples(folder, split, skipped)
+        ]
+        ignored = [d.name for d in _visible_dirs(root) if d not in split_dirs.values()]
+        if ignored:
+            logger.info("ignoring folders next to the splits: %s", ", ".join(ignored))
+        return _check(Discovery(root, "split-folders", samples, skipped))
+    if not _visible_dirs(root):
+        loose = [p for p in root.iterdir() if is_image_file(p)]
+        hint = f" ({len(loose)} loose images found)" if loose else ""
+        raise DatasetError(
+            f"no class folders in {root}{hint}; put each class's images in a sub-folder "
+            "named after the class, or give a path,label CSV"
+        )
+    return _check(
+        Discovery(root, "class-folders", _class_folder_samples(root, None, skipped), skipped)
+    )
+
+
+def _check(found: Discovery) -> Discovery:
+    classes = found.classes
+    if not found.samples:
+        raise DatasetError(f"no images found under {found.root}; check the path and layout")
+    if len(classes) < 2:
+        raise DatasetError(
+            f"only one class ({classes[0]!r}) under {found.root}; a classifier needs at least two"
+        )
+    return found

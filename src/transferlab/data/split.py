@@ -1,0 +1,143 @@
+"""Stratified train/val/test splits, saved as ``split.csv`` so runs compare on identical images."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from transferlab.data.discover import Sample
+from transferlab.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitSamples:
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+    def items(self) -> list[tuple[str, list[Sample]]]:
+        return [("train", self.train), ("val", self.val), ("test", self.test)]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({s.label for s in self.train})
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{class: {split: n}}`` for the data summary."""
+        out: dict[str, dict[str, int]] = {c: dict.fromkeys(SPLITS, 0) for c in self.classes}
+        for split, samples in self.items():
+            for s in samples:
+                out.setdefault(s.label, dict.fromkeys(SPLITS, 0))[split] += 1
+        return out
+
+
+def _take(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def stratified_split(
+    samples: list[Sample], val_fraction: float, test_fraction: float, seed: int
+) -> SplitSamples:
+    """Split per class so every split keeps the class proportions.
+
+    Samples that already carry a split (from ``train/``, ``val/`` folders or a CSV column) keep
+    it; the rest are split by the fractions, but only into splits the layout does not provide.
+    """
+    fixed: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    free: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        (fixed[s.split] if s.split else free[s.label]).append(s)
+    has = {k: bool(v) for k, v in fixed.items()}
+    val_f = 0.0 if has["val"] else val_fraction
+    test_f = 0.0 if has["test"] else test_fraction
+    rng = random.Random(seed)
+    out: dict[str, list[Sample]] = {k: list(v) for k, v in fixed.items()}
+    for label in sorted(free):
+        group = sorted(free[label], key=lambda s: str(s.path))
+        rng.shuffle(group)
+        n_val, n_test = _take(len(group), val_f), _take(len(group), test_f)
+        if len(group) - n_val - n_test < 1:
+            raise DatasetError(
+                f"class '{label}' has {len(group)} image(s), too few for the train/val/test "
+                "split; add images or lower --val-fraction / --test-fraction"
+            )
+        parts = {"val": group[:n_val], "test": group[n_val : n_val + n_test]}
+        parts["train"] = group[n_val + n_test :]
+        for k in SPLITS:
+            out[k].extend(Sample(s.path, s.label, k) for s in parts[k])
+    result = SplitSamples(out["train"], out["val"], out["test"])
+    _check_split(result)
+    return result
+
+
+def _check_split(split: SplitSamples) -> None:
+    train_classes = set(split.classes)
+    if not split.train:
+        raise DatasetError("the train split is empty; add images or lower the fractions")
+    if not split.val:
+        raise DatasetError("the val split is empty; use --val-fraction > 0 or add a val/ folder")
+    for name, samples in split.items():
+        extra = {s.label for s in samples} - train_classes
+        if extra:
+            raise DatasetError(
+                f"class '{sorted(extra)[0]}' is in the {name} split but has no training images; "
+                "add training images for it or remove it"
+            )
+    missing = train_classes - {s.label for s in split.val}
+    if missing:
+        logger.warning("classes with no validation image: %s", ", ".join(sorted(missing)))
+
+
+def relative_path(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def write_split_csv(split: SplitSamples, path: Path, root: Path) -> None:
+    """Write ``path,label,split`` rows; paths relative to ``root`` when inside it."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "split"])
+        for name, samples in split.items():
+            for s in samples:
+                writer.writerow([relative_path(s.path, root), s.label, name])
+
+
+def read_split_csv(path: Path, root: Path) -> SplitSamples:
+    """Read a ``split.csv``; relative paths are resolved against the data ``root``."""
+    if not path.is_file():
+        raise DatasetError(f"split file not found: {path}")
+    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    missing: list[str] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"path", "label", "split"} <= set(reader.fieldnames):
+            raise DatasetError(f"{path} must have the header path,label,split")
+        for n, row in enumerate(reader, start=2):
+            split = row["split"].strip()
+            if split not in out:
+                raise DatasetError(f"{path} line {n}: split {split!r} is not train, val or test")
+            p = Path(row["path"])
+            p = p if p.is_absolute() else root / p
+            if not p.is_file():
+                missing.append(row["path"])
+                continue
+            out[split].append(Sample(p, row["label"], split))
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} file(s) in {path} not found under {root} (first: {missing[0]!r}); "
+            "pass the same DATA folder the split was made from"
+        )
+    result = SplitSamples(out["train"], out["val"], out["test"])
+    _check_split(result)
+    return result

