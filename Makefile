@@ -27,6 +27,7 @@ lint: setup
 
 ## test: lint, type-check and the whole test suite (what CI runs)
 test: lint
+	bash scripts/system-deps.sh
 	$(BIN)/pytest
 
 clean:
