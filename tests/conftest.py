@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny datasets built in ``tmp_path`` (see ``helpers.py``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import CLASSES, copy_photos
+
+
+@pytest.fixture
+def class_folders(tmp_path: Path) -> Callable[..., Path]:
+    """Build ``root/<class>/*.jpg`` from example photos: ``class_folders(per_class=8)``."""
+
+    def build(
+        per_class: int = 8, classes: tuple[str, ...] = CLASSES, root: Path | None = None
+    ) -> Path:
+        root = root or tmp_path / "data"
+        for label in classes:
+            copy_photos(label, root / label, per_class)
+        return root
+
+    return build
+
+
+@pytest.fixture
+def restore_transferlab_logging() -> Iterator[None]:
+    """The CLI reconfigures the ``transferlab`` logger; put it back for the next test."""
+    log = logging.getLogger("transferlab")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
