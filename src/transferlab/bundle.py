@@ -74,6 +74,11 @@ def save_bundle(
     return directory
 
 
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception's message on one line (torch's state-dict errors span many)."""
+    return " ".join(str(exc).split())[:limit]
+
+
 def find_bundle_dir(path: Path) -> Path:
     """Accept a bundle folder or a run folder (which holds ``model/``)."""
     for candidate in (path, path / "model"):
@@ -94,6 +99,10 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise BundleError(
             f"{meta_file} is damaged ({exc}); re-export or retrain the model"
         ) from exc
+    if not isinstance(meta, dict):
+        raise BundleError(
+            f"{meta_file} is damaged (not a JSON object); re-export or retrain the model"
+        )
     for key in ("architecture", "class_names", "preprocessing"):
         if key not in meta:
             raise BundleError(f"{meta_file} lacks '{key}'; it was not written by transferlab")
@@ -104,6 +113,13 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle (or a run folder's bundle) ready for inference, in eval mode."""
     directory = find_bundle_dir(path)
     meta = read_meta(directory)
+    try:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{directory / META_FILE} has damaged preprocessing ({exc!r}); "
+            "re-export or retrain the model"
+        ) from exc
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{weights} is missing; the bundle is incomplete")
@@ -115,14 +131,22 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{directory}: {exc}") from exc
     try:
         state = load_file(str(weights))
+    except Exception as exc:
+        raise BundleError(
+            f"{weights} is damaged ({_one_line(exc)}); retrain or re-export the model"
+        ) from exc
+    try:
         model.load_state_dict(state)
     except Exception as exc:
-        raise BundleError(f"{weights} does not match {meta['architecture']} ({exc})") from exc
+        raise BundleError(
+            f"{weights} does not match {meta['architecture']} with {len(meta['class_names'])} "
+            f"classes ({_one_line(exc)}); retrain or re-export the model"
+        ) from exc
     model.to(device).eval()
     return Bundle(
         model=model,
         architecture=meta["architecture"],
         class_names=list(meta["class_names"]),
-        preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+        preprocessing=preprocessing,
         meta=meta,
     )
