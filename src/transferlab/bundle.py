@@ -19,7 +19,7 @@ from torch import nn
 from transferlab import __version__
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ModelError
-from transferlab.models.registry import build_architecture
+from transferlab.models.registry import build_from_meta
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -124,9 +124,7 @@ def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     if not weights.is_file():
         raise BundleError(f"{weights} is missing; the bundle is incomplete")
     try:
-        model = build_architecture(
-            meta["architecture"], len(meta["class_names"]), float(meta.get("drop_rate", 0.0))
-        )
+        model = build_from_meta(meta)
     except ModelError as exc:
         raise BundleError(f"{directory}: {exc}") from exc
     try:

@@ -16,11 +16,16 @@ import yaml
 
 from transferlab.errors import ConfigError
 
-STRATEGIES = ("two-stage",)
-OPTIMIZERS = ("adamw",)
-SCHEDULERS = ("cosine",)
-AUGMENTS = ("none", "light")
+STRATEGIES = ("two-stage", "scratch", "linear-probe", "top-n", "full")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULERS = ("cosine", "none", "step", "multistep", "onecycle", "plateau")
+AUGMENTS = ("none", "light", "strong")
 PRECISIONS = ("fp32", "bf16")
+BN_MODES = ("train", "frozen")
+HEADS = ("linear", "mlp")
+MONITORS = ("val_macro_f1", "val_accuracy", "val_loss")
+SAMPLERS = ("random", "balanced")
+CLASS_WEIGHTS = ("none", "auto")
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,28 @@ class ModelConfig:
     name: str = "tf_efficientnet_lite0"
     weights: str = "imagenet"
     image_size: int | None = None  # None: the backbone's own pretrained input size
-    drop_rate: float = 0.2
+    drop_rate: float = 0.2  # dropout before the classifier
+    head: str = "linear"  # linear | mlp
+    hidden_units: tuple[int, ...] = (1024, 512)  # mlp head: hidden layer widths
+    head_dropout: float = 0.5  # mlp head: dropout after each hidden layer
+    head_bn: bool = True  # mlp head: BatchNorm after each hidden linear layer
+    # Architecture keyword arguments (e.g. stride, kernel_size, width for the AlexNets).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation; ``preset`` sets every knob left as None."""
+
+    preset: str | None = None  # none | light | strong; None: the strategy's default
+    hflip: float | None = None  # probability of a horizontal flip
+    scale_min: float | None = None  # random resized crop: smallest area fraction
+    rotation: float | None = None  # max degrees of random rotation
+    color_jitter: float | None = None  # brightness/contrast/saturation strength
+    randaugment: int | None = None  # RandAugment ops per image (0: off)
+    randaugment_magnitude: int | None = None
+    mixup: float | None = None  # mixup alpha (0: off)
+    cutmix: float | None = None  # cutmix alpha (0: off)
 
 
 @dataclass(frozen=True)
@@ -52,17 +78,31 @@ class TrainConfig:
     """The training recipe. The default is a two-stage fine-tune for small datasets."""
 
     strategy: str = "two-stage"
-    epochs: int = 4  # epochs with the backbone unfrozen
-    warmup_epochs: int = 5  # head-only epochs before; cheap, features are cached
+    epochs: int = 4  # main epochs (two-stage: after the head warm-up)
+    warmup_epochs: int = 5  # two-stage: head-only epochs first; cheap, features are cached
+    trainable_groups: int | None = None  # top-n (and two-stage): last N layer groups train
     batch_size: int = 32
     lr: float = 1e-3  # learning rate of the head; the backbone gets lr * backbone_lr_mult
     warmup_lr: float = 3e-3  # learning rate of the head during the head-only warm-up
     backbone_lr_mult: float = 0.3
+    bn: str = "train"  # train | frozen: BatchNorm of trainable layers kept in inference mode
     weight_decay: float = 0.02
     optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd, rmsprop
+    nesterov: bool = False  # sgd
     scheduler: str = "cosine"
+    lr_warmup_epochs: float = 0.0  # linear LR warm-up at the start of each phase
+    step_size: int = 1  # step scheduler: epochs between decays
+    milestones: tuple[int, ...] = ()  # multistep scheduler: epochs (within the phase) to decay at
+    gamma: float = 0.1  # step / multistep / plateau decay factor
+    plateau_patience: int = 1
     label_smoothing: float = 0.1
-    augment: str = "light"
+    class_weights: str = "none"  # none | auto (inverse class frequency)
+    sampler: str = "random"  # random | balanced (each class equally likely per draw)
+    monitor: str = "val_macro_f1"  # best checkpoint and early stopping metric
+    early_stopping: int | None = None  # patience in epochs (per phase); None: off
+    feature_cache: bool = True  # frozen backbone + no augmentation: compute features once
+    init_from: str | None = None  # start from these weights (bundle, run or checkpoint)
     precision: str = "fp32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -75,9 +115,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     def to_yaml(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
@@ -88,7 +136,21 @@ class RunConfig:
 
 
 _T = TypeVar("_T")
-_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "augment": AugmentConfig,
+}
+
+
+def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """YAML gives lists where the dataclass keeps tuples (hashable, frozen)."""
+    out = dict(values)
+    for f in fields(cls):
+        if f.name in out and isinstance(out[f.name], list):
+            out[f.name] = tuple(out[f.name])
+    return out
 
 
 def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:
@@ -98,7 +160,10 @@ def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:
         raise ConfigError(
             f"unknown key {where}.{unknown[0]}; known keys in '{where}': {', '.join(sorted(known))}"
         )
-    return cls(**values)
+    try:
+        return cls(**_coerce(cls, dict(values)))
+    except TypeError as exc:
+        raise ConfigError(f"bad value in config section '{where}': {exc}") from exc
 
 
 def from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -151,16 +216,34 @@ def _validate(cfg: RunConfig) -> None:
     _check(m.image_size is None or m.image_size >= 16, "--image-size must be at least 16")
     _check(0 <= m.drop_rate < 1, "model.drop_rate must be in [0, 1)")
     _check(t.epochs >= 0 and t.warmup_epochs >= 0, "--epochs must be >= 0")
-    _check(t.epochs + t.warmup_epochs > 0, "--epochs and train.warmup_epochs are both 0")
+    _check(
+        t.epochs > 0 or (t.strategy == "two-stage" and t.warmup_epochs > 0),
+        "--epochs must be at least 1",
+    )
     _check(t.batch_size >= 1, "--batch-size must be at least 1")
     _check(t.lr > 0 and t.warmup_lr > 0, "--lr must be positive")
     _check(t.backbone_lr_mult > 0, "train.backbone_lr_mult must be positive")
     _check(0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     for key, value, allowed in (
-        ("strategy", t.strategy, STRATEGIES),
-        ("optimizer", t.optimizer, OPTIMIZERS),
-        ("scheduler", t.scheduler, SCHEDULERS),
-        ("augment", t.augment, AUGMENTS),
-        ("precision", t.precision, PRECISIONS),
+        ("train.strategy", t.strategy, STRATEGIES),
+        ("train.optimizer", t.optimizer, OPTIMIZERS),
+        ("train.scheduler", t.scheduler, SCHEDULERS),
+        ("train.precision", t.precision, PRECISIONS),
+        ("train.bn", t.bn, BN_MODES),
+        ("train.monitor", t.monitor, MONITORS),
+        ("train.sampler", t.sampler, SAMPLERS),
+        ("train.class_weights", t.class_weights, CLASS_WEIGHTS),
+        ("model.head", m.head, HEADS),
+        ("augment.preset", cfg.augment.preset or "none", AUGMENTS),
     ):
-        _check(value in allowed, f"train.{key} '{value}' is not one of: {', '.join(allowed)}")
+        _check(value in allowed, f"{key} '{value}' is not one of: {', '.join(allowed)}")
+    _check(
+        t.strategy != "top-n" or (t.trainable_groups or 0) >= 1,
+        "--strategy top-n needs --trainable-groups N (N >= 1)",
+    )
+    _check(
+        t.strategy != "scratch" or m.weights in ("none", "imagenet"),
+        "--strategy scratch starts from random weights; drop --weights PATH",
+    )
+    _check(all(h >= 1 for h in m.hidden_units), "model.hidden_units must be positive widths")
+    _check(t.early_stopping is None or t.early_stopping >= 1, "--early-stopping must be >= 1")

@@ -3,6 +3,11 @@
 ``fit`` owns the loop; callbacks only observe (``on_<stage>_<start|end>`` no-ops by
 default). Phases that keep the backbone frozen and do not augment train the head on
 features computed once, so their epochs cost milliseconds instead of a backbone pass.
+
+A checkpoint is written atomically after every epoch with everything needed to continue
+exactly: weights, optimizer, schedule, phase and epoch, RNG states, history, best metric
+and early-stopping counter. ``fit(..., resume=checkpoint)`` rebuilds the phase's optimizer
+(parameter groups change at an unfreeze) before loading its state.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.config import TrainConfig
+from transferlab.data.augment import AugmentSpec, augment_batch, mix_batch
 from transferlab.data.store import ImageSet, iterate_batches
-from transferlab.data.transforms import Preprocessing, eval_batch, train_batch
-from transferlab.finetune import Phase, apply_phase, classifier, param_groups
+from transferlab.data.transforms import Preprocessing, eval_batch
+from transferlab.finetune import (
+    Phase,
+    apply_phase,
+    classifier,
+    param_groups,
+    set_train_mode,
+    trainable_count,
+)
 from transferlab.metrics import confusion_matrix, precision_recall_f1
+from transferlab.optim import Schedule, build_optimizer
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class FitResult:
     best_epoch: int
     best_state: dict[str, torch.Tensor]
     seconds: float
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,21 +136,19 @@ def extract_features(
     )
 
 
-def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _val_metrics(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
-    loss = float(F.cross_entropy(logits, targets))
+def _val_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     cm = confusion_matrix(targets.numpy(), logits.argmax(1).numpy(), logits.shape[1])
-    f1 = float(precision_recall_f1(cm)[2].mean())
-    return loss, float(cm.trace() / max(1, cm.sum())), f1
+    return {
+        "val_loss": float(F.cross_entropy(logits, targets)),
+        "val_accuracy": float(cm.trace() / max(1, cm.sum())),
+        "val_macro_f1": float(precision_recall_f1(cm)[2].mean()),
+    }
+
+
+def _better(monitor: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value <= best if monitor == "val_loss" else value >= best
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -149,16 +162,32 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def append_history(path: Path, record: EpochRecord) -> None:
-    new = not path.exists()
-    with path.open("a", newline="", encoding="utf-8") as fh:
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with the tensors-only unpickler (no arbitrary code)."""
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def write_history(path: Path, records: Sequence[EpochRecord]) -> None:
+    """Rewrite ``history.csv`` atomically: a crash leaves the previous complete file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(
-            {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(record).items()}
-        )
-        fh.flush()
+        writer.writeheader()
+        for r in records:
+            row = asdict(r)
+            writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def _truncate_batches(path: Path, last_epoch: int) -> None:
+    """Drop batch rows of epochs after the checkpoint (a resumed run redoes them)."""
+    if not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    kept = [rows[0], *[r for r in rows[1:] if r and int(r[0]) <= last_epoch]] if rows else []
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(kept)
 
 
 class _Trainer:
@@ -171,32 +200,47 @@ class _Trainer:
         val: ImageSet,
         prep: Preprocessing,
         cfg: TrainConfig,
+        augment: AugmentSpec,
         device: torch.device,
         callbacks: Sequence[Callback],
     ) -> None:
         self.model, self.train, self.val, self.prep, self.cfg = model, train, val, prep, cfg
-        self.device, self.callbacks = device, callbacks
+        self.augment, self.device, self.callbacks = augment, device, callbacks
+        self.num_classes = int(getattr(model, "num_classes", int(train.targets.max()) + 1))
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=self._class_weights(), label_smoothing=cfg.label_smoothing
+        ).to(device)
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.batch_log: Any = None  # csv writer of batches.csv, set by fit
         self.epoch = 0
 
-    def _emit(self, hook: str, *args: Any) -> None:
+    def _class_weights(self) -> torch.Tensor | None:
+        if self.cfg.class_weights != "auto":
+            return None
+        counts = torch.bincount(self.train.targets, minlength=int(self.train.targets.max()) + 1)
+        counts = counts.float().clamp(min=1)
+        return counts.sum() / (len(counts) * counts)
+
+    def emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
-    def optimizer(self, phase: Phase) -> tuple[torch.optim.Optimizer, Any]:
-        apply_phase(self.model, phase)
-        groups = param_groups(self.model, phase, self.cfg.weight_decay)
-        opt = torch.optim.AdamW(groups)
-        steps = phase.epochs * self._steps_per_epoch()
-        warmup = min(steps // 10, self._steps_per_epoch()) if phase.train_backbone else 0
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(steps, max(1, warmup)))
-        return opt, sched
-
-    def _steps_per_epoch(self) -> int:
+    def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    def optimizer(self, phase: Phase) -> tuple[torch.optim.Optimizer, Schedule]:
+        apply_phase(self.model, phase)
+        opt = build_optimizer(self.cfg, param_groups(self.model, phase, self.cfg.weight_decay))
+        return opt, Schedule(self.cfg, opt, phase.epochs, self.steps_per_epoch())
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.train)
+        if self.cfg.sampler == "balanced":
+            counts = torch.bincount(self.train.targets).float()
+            weights = (1.0 / counts)[self.train.targets]
+            return torch.multinomial(weights, n, replacement=True, generator=self.gen)
+        return torch.randperm(n, generator=self.gen)
 
     def _cached_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.features is None:
@@ -207,45 +251,55 @@ class _Trainer:
             )
         return self.features
 
-    def _step(self, opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor) -> float:
+    def _step(self, opt: torch.optim.Optimizer, sched: Schedule, loss: torch.Tensor) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
         lr = max(g["lr"] for g in opt.param_groups)
-        sched.step()
+        opt.step()
+        sched.step_batch()
         value = float(loss.detach())
         if self.batch_log is not None:
             self.batch_log.writerow([self.epoch, f"{value:.6f}", f"{lr:.8g}"])
-        self._emit("on_batch_end", value)
+        self.emit("on_batch_end", value)
         return value
 
-    def head_epoch(self, opt: torch.optim.Optimizer, sched: Any) -> tuple[float, torch.Tensor]:
+    def head_epoch(self, opt: torch.optim.Optimizer, sched: Schedule) -> tuple[float, torch.Tensor]:
         """Train the classifier on cached features; return mean loss and val logits."""
         feats, val_feats = self._cached_features()
         head, drop = classifier(self.model), float(getattr(self.model, "drop_rate", 0.0))
         head.train()
-        order = torch.randperm(len(feats), generator=self.gen)
-        losses = []
+        order, losses = self._order(), []
         for start in range(0, len(order), self.cfg.batch_size):
             idx = order[start : start + self.cfg.batch_size]
             x = F.dropout(feats[idx].to(self.device), p=drop, training=True)
+            if len(idx) == 1 and any(isinstance(m, nn.BatchNorm1d) for m in head.modules()):
+                continue  # BatchNorm1d cannot train on a batch of one
             loss = self.loss_fn(head(x), self.train.targets[idx].to(self.device))
             losses.append(self._step(opt, sched, loss))
         head.eval()
         with torch.inference_mode():
             val_logits = head(val_feats.to(self.device)).float().cpu()
-        return sum(losses) / len(losses), val_logits
+        return sum(losses) / max(1, len(losses)), val_logits
 
     def full_epoch(
-        self, phase: Phase, opt: torch.optim.Optimizer, sched: Any
+        self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
     ) -> tuple[float, torch.Tensor]:
-        self.model.train()
+        set_train_mode(self.model, phase)
+        mixing = phase.augment and (self.augment.mixup > 0 or self.augment.cutmix > 0)
         losses = []
         for x, y in self._train_batches():
-            x = x.to(self.device, non_blocking=True)
-            x = train_batch(x, self.prep, self.gen) if phase.augment else eval_batch(x, self.prep)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device)
+            x = (
+                augment_batch(x, self.prep, self.augment, self.gen)
+                if phase.augment
+                else (eval_batch(x, self.prep))
+            )
+            target: torch.Tensor = y
+            if mixing:
+                x, target = mix_batch(x, y, self.num_classes, self.augment, self.gen)
+                target = target.to(self.device)
             with autocast(self.device, self.cfg.precision):
-                loss = self.loss_fn(self.model(x).float(), y.to(self.device))
+                loss = self.loss_fn(self.model(x).float(), target)
             losses.append(self._step(opt, sched, loss))
         val_logits = predict_logits(
             self.model,
@@ -258,7 +312,64 @@ class _Trainer:
         return sum(losses) / len(losses), val_logits
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iterate_batches(self.train, self.cfg.batch_size, shuffle=True, generator=self.gen)
+        return iterate_batches(self.train, self.cfg.batch_size, order=self._order())
+
+    def run_epoch(
+        self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
+    ) -> tuple[float, torch.Tensor]:
+        cached = phase.trainable == "head" and not phase.augment and self.cfg.feature_cache
+        return self.head_epoch(opt, sched) if cached else self.full_epoch(phase, opt, sched)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint restores besides weights and optimizer."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int = 0
+    stale: int = 0  # epochs without improvement in the current phase
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _checkpoint(
+    trainer: _Trainer,
+    opt: torch.optim.Optimizer,
+    sched: Schedule,
+    index: int,
+    in_phase: int,
+    done: bool,
+    p: _Progress,
+) -> dict[str, Any]:
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "phase_index": index,
+        "epoch": trainer.epoch,
+        "epoch_in_phase": in_phase,
+        "phase_done": done,
+        "generator": trainer.gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": [asdict(r) for r in p.history],
+        "best": p.best,
+        "best_epoch": p.best_epoch,
+        "stale": p.stale,
+        "phases": p.phases,
+    }
+
+
+def _restore(trainer: _Trainer, ckpt: dict[str, Any], run_dir: Path) -> _Progress:
+    trainer.model.load_state_dict(ckpt["model"])
+    trainer.gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    trainer.epoch = int(ckpt["epoch"])
+    history = [EpochRecord(**r) for r in ckpt["history"]]
+    write_history(run_dir / "history.csv", history)
+    _truncate_batches(run_dir / "batches.csv", trainer.epoch)
+    return _Progress(
+        history, ckpt["best"], int(ckpt["best_epoch"]), int(ckpt["stale"]), list(ckpt["phases"])
+    )
 
 
 def fit(
@@ -268,65 +379,88 @@ def fit(
     val: ImageSet,
     prep: Preprocessing,
     cfg: TrainConfig,
+    augment: AugmentSpec,
     run_dir: Path,
     callbacks: Sequence[Callback] = (),
     device: torch.device | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train through ``phases``; log ``history.csv`` and checkpoint after every epoch."""
     device = device or torch.device("cpu")
     model.to(device)
-    trainer = _Trainer(model, train, val, prep, cfg, device, callbacks)
-    history: list[EpochRecord] = []
-    best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    trainer = _Trainer(model, train, val, prep, cfg, augment, device, callbacks)
+    progress = _restore(trainer, resume, run_dir) if resume else _Progress()
+    best_path = run_dir / "checkpoints" / "best.pt"
+    best_state = (
+        load_checkpoint(best_path)["model"]
+        if resume and best_path.exists()
+        else copy.deepcopy(model.state_dict())
+    )
     started = time.perf_counter()
-    trainer._emit("on_fit_start", phases)
-    epoch = 0
-    batches_file = (run_dir / "batches.csv").open("a", newline="", encoding="utf-8")
-    trainer.batch_log = csv.writer(batches_file)
-    if batches_file.tell() == 0:
-        trainer.batch_log.writerow(["epoch", "loss", "lr"])
-    for index, phase in enumerate(phases):
-        opt, sched = trainer.optimizer(phase)
-        for _ in range(phase.epochs):
-            epoch += 1
-            trainer.epoch = epoch
-            trainer._emit("on_epoch_start", phase, epoch, trainer._steps_per_epoch())
-            t0 = time.perf_counter()
-            lr = max(g["lr"] for g in opt.param_groups)
-            if phase.train_backbone:
-                train_loss, logits = trainer.full_epoch(phase, opt, sched)
+    trainer.emit("on_fit_start", phases)
+    with (run_dir / "batches.csv").open("a", newline="", encoding="utf-8") as batches:
+        trainer.batch_log = csv.writer(batches)
+        if batches.tell() == 0:
+            trainer.batch_log.writerow(["epoch", "loss", "lr"])
+        for index, phase in enumerate(phases):
+            start_in_phase = 0
+            if resume and index < resume["phase_index"]:
+                continue
+            opt, sched = trainer.optimizer(phase)
+            if resume and index == resume["phase_index"]:
+                opt.load_state_dict(resume["optimizer"])
+                sched.load_state_dict(resume["scheduler"])
+                start_in_phase = phase.epochs if resume["phase_done"] else resume["epoch_in_phase"]
             else:
-                train_loss, logits = trainer.head_epoch(opt, sched)
-            val_loss, val_acc, val_f1 = _val_metrics(logits, val.targets)
-            record = EpochRecord(
-                epoch,
-                phase.name,
-                train_loss,
-                val_loss,
-                val_acc,
-                val_f1,
-                lr,
-                time.perf_counter() - t0,
-            )
-            history.append(record)
-            batches_file.flush()
-            append_history(run_dir / "history.csv", record)
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "phase_index": index,
-                "epoch": epoch,
-                "generator": trainer.gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": [asdict(r) for r in history],
-            }
-            if val_f1 >= best_f1:
-                best_f1, best_epoch = val_f1, epoch
-                best_state = copy.deepcopy(model.state_dict())
-                save_atomic(state, run_dir / "checkpoints" / "best.pt")
-            save_atomic(state, run_dir / "checkpoints" / "last.pt")
-            trainer._emit("on_epoch_end", record)
-    batches_file.close()
-    trainer._emit("on_fit_end")
-    return FitResult(history, best_epoch, best_state, time.perf_counter() - started)
+                progress.stale = 0
+                progress.phases.append(
+                    {**phase.to_dict(), "trainable_parameters": trainable_count(model)}
+                )
+            for in_phase in range(start_in_phase, phase.epochs):
+                trainer.epoch += 1
+                trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch())
+                t0 = time.perf_counter()
+                lr = max(g["lr"] for g in opt.param_groups)
+                train_loss, logits = trainer.run_epoch(phase, opt, sched)
+                vm = _val_metrics(logits, val.targets)
+                sched.step_epoch(vm[cfg.monitor])
+                record = EpochRecord(
+                    trainer.epoch,
+                    phase.name,
+                    train_loss,
+                    vm["val_loss"],
+                    vm["val_accuracy"],
+                    vm["val_macro_f1"],
+                    lr,
+                    time.perf_counter() - t0,
+                )
+                progress.history.append(record)
+                improved = _better(cfg.monitor, vm[cfg.monitor], progress.best)
+                if improved:
+                    progress.best, progress.best_epoch, progress.stale = (
+                        vm[cfg.monitor],
+                        trainer.epoch,
+                        0,
+                    )
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    progress.stale += 1
+                stop = cfg.early_stopping is not None and progress.stale >= cfg.early_stopping
+                done = stop or in_phase + 1 == phase.epochs
+                state = _checkpoint(trainer, opt, sched, index, in_phase + 1, done, progress)
+                if improved:
+                    save_atomic(state, best_path)
+                save_atomic(state, run_dir / "checkpoints" / "last.pt")
+                batches.flush()
+                write_history(run_dir / "history.csv", progress.history)
+                trainer.emit("on_epoch_end", record)
+                if stop:
+                    break
+    trainer.emit("on_fit_end")
+    return FitResult(
+        progress.history,
+        progress.best_epoch,
+        best_state,
+        time.perf_counter() - started,
+        progress.phases,
+    )

@@ -1,8 +1,14 @@
-"""Which parameters train in which phase, and at what learning rate.
+"""Which parameters train in which phase, BatchNorm modes, and parameter groups.
 
-A phase is a span of epochs with one set of trainable parameters. The default
-``two-stage`` strategy is: ``head`` (backbone frozen, BatchNorm in inference mode,
-features cached) then ``finetune`` (everything trains, backbone at a lower LR).
+A phase is a span of epochs with one set of trainable parameters and one LR setting.
+Strategies map to phases:
+
+- ``scratch``: random init, everything trains.
+- ``linear-probe``: backbone frozen (BatchNorm statistics too), only the head trains.
+- ``top-n``: the last N layer groups + the head train (groups from the architecture).
+- ``full``: pretrained init, everything trains (backbone LR = lr x backbone_lr_mult).
+- ``two-stage``: ``head`` warm-up with the backbone frozen, then ``finetune`` of all
+  (or the top N groups) at the lower backbone LR.
 """
 
 from __future__ import annotations
@@ -19,28 +25,63 @@ from transferlab.config import TrainConfig
 class Phase:
     name: str
     epochs: int
-    train_backbone: bool
+    trainable: str  # "head" | "all" | "top-n"
     head_lr: float
     backbone_lr: float
     augment: bool
+    bn: str = "train"  # "train" | "frozen" (for trainable layers; frozen layers never train BN)
+    groups: int | None = None  # top-n: how many groups below the head train
+
+    @property
+    def train_backbone(self) -> bool:
+        return self.trainable != "head"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def plan_phases(cfg: TrainConfig) -> list[Phase]:
+def default_augment(strategy: str) -> str:
+    """A linear probe defaults to no augmentation so its features are computed once."""
+    return "none" if strategy == "linear-probe" else "light"
+
+
+def plan_phases(cfg: TrainConfig, augment: bool) -> list[Phase]:
     """The phases of ``cfg.strategy``; phases with zero epochs are left out."""
-    phases = [
-        Phase("head", cfg.warmup_epochs, False, cfg.warmup_lr, 0.0, augment=False),
-        Phase(
-            "finetune",
-            cfg.epochs,
-            True,
-            cfg.lr,
-            cfg.lr * cfg.backbone_lr_mult,
-            augment=cfg.augment != "none",
-        ),
-    ]
+    backbone_lr = cfg.lr * cfg.backbone_lr_mult
+    top = "top-n" if cfg.trainable_groups else "all"
+    s = cfg.strategy
+    if s == "linear-probe":
+        phases = [Phase("head", cfg.epochs, "head", cfg.lr, 0.0, augment, "frozen")]
+    elif s == "top-n":
+        phases = [
+            Phase(
+                "top-n",
+                cfg.epochs,
+                "top-n",
+                cfg.lr,
+                backbone_lr,
+                augment,
+                cfg.bn,
+                cfg.trainable_groups,
+            )
+        ]
+    elif s in ("full", "scratch"):
+        lr = cfg.lr if s == "scratch" else backbone_lr
+        phases = [Phase(s, cfg.epochs, "all", cfg.lr, lr, augment, cfg.bn)]
+    else:  # two-stage
+        phases = [
+            Phase("head", cfg.warmup_epochs, "head", cfg.warmup_lr, 0.0, False, "frozen"),
+            Phase(
+                "finetune",
+                cfg.epochs,
+                top,
+                cfg.lr,
+                backbone_lr,
+                augment,
+                cfg.bn,
+                cfg.trainable_groups,
+            ),
+        ]
     return [p for p in phases if p.epochs > 0]
 
 
@@ -51,19 +92,51 @@ def classifier(model: nn.Module) -> nn.Module:
     return head
 
 
-def set_requires_grad(module: nn.Module, value: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(value)
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
 def apply_phase(model: nn.Module, phase: Phase) -> None:
-    """Set ``requires_grad`` for ``phase``: the head always trains, the backbone if asked."""
-    set_requires_grad(model, phase.train_backbone)
-    set_requires_grad(classifier(model), True)
+    """Set ``requires_grad`` for ``phase``. The head always trains."""
+    head_ids = {id(p) for p in classifier(model).parameters()}
+    if phase.trainable == "top-n":
+        from transferlab.models.groups import trainable_for_top_n
+
+        names = trainable_for_top_n(model, phase.groups or 0)
+    else:
+        names = {n for n, _ in model.named_parameters()} if phase.trainable == "all" else set()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in names or id(p) in head_ids)
+    if phase.bn == "frozen":
+        for module in model.modules():
+            if _is_norm(module) and not any(id(p) in head_ids for p in module.parameters()):
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, phase: Phase) -> None:
+    """``model.train()``, except BatchNorm layers that must keep their statistics.
+
+    BN stays in inference mode when the phase freezes BN or when the layer has no
+    trainable parameters (it sits in a frozen part of the network).
+    """
+    model.train()
+    head = set(classifier(model).modules())
+    for module in model.modules():
+        if (
+            _is_norm(module)
+            and module not in head
+            and (phase.bn == "frozen" or not any(p.requires_grad for p in module.parameters()))
+        ):
+            module.eval()
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def param_groups(model: nn.Module, phase: Phase, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: head / backbone LR, no weight decay on biases and norm parameters."""
+    """Groups with head / backbone LR; no weight decay on biases and norm parameters."""
     head_ids = {id(p) for p in classifier(model).parameters()}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for p in model.parameters():

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from transferlab.bundle import save_bundle
-from transferlab.config import RunConfig
+from transferlab.config import RunConfig, from_dict, load_yaml
+from transferlab.data.augment import resolve_augment
 from transferlab.data.discover import Sample, discover
 from transferlab.data.split import (
     SplitSamples,
@@ -29,11 +30,17 @@ from transferlab.data.split import (
 )
 from transferlab.data.store import ImageSet, load_images
 from transferlab.data.transforms import Preprocessing
-from transferlab.engine import Callback, fit, predict_logits, resolve_device
+from transferlab.engine import Callback, fit, load_checkpoint, predict_logits, resolve_device
 from transferlab.errors import ConfigError
-from transferlab.finetune import plan_phases
+from transferlab.finetune import default_augment, plan_phases
 from transferlab.metrics import classification_report
-from transferlab.models.registry import count_parameters, create_model, resolve_preprocessing
+from transferlab.models.heads import HeadSpec
+from transferlab.models.registry import (
+    count_parameters,
+    create_model,
+    load_weights_into,
+    resolve_preprocessing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,51 +114,133 @@ def prepare_split(
 
 def _check_out_dir(out: Path) -> None:
     if (out / "config.yaml").exists():
-        raise ConfigError(f"{out} already holds a run; choose a new --out folder or delete it")
+        raise ConfigError(
+            f"{out} already holds a run; choose a new --out folder, delete it, "
+            f"or continue it with --resume {out}"
+        )
     out.mkdir(parents=True, exist_ok=True)
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Fill what the strategy implies: scratch means random weights, the augment preset."""
+    model = cfg.model
+    if cfg.train.strategy == "scratch":
+        model = dataclasses.replace(model, weights="none")
+    augment = dataclasses.replace(
+        cfg.augment, preset=cfg.augment.preset or default_augment(cfg.train.strategy)
+    )
+    return dataclasses.replace(cfg, model=model, augment=augment)
+
+
+@dataclass
+class _Setup:
+    prep: Preprocessing
+    split: SplitSamples
+    sets: dict[str, ImageSet]
+    skipped: list[tuple[Path, str]]
+    model: torch.nn.Module
+    source: str
+    head: HeadSpec
+
+
+def _setup(cfg: RunConfig) -> _Setup:
+    prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
+    split, sets, skipped = prepare_split(cfg, prep)
+    m = cfg.model
+    head = HeadSpec(
+        m.head, tuple(m.hidden_units) if m.head == "mlp" else (), m.head_dropout, m.head_bn
+    )
+    seed_everything(cfg.train.seed)
+    model, source = create_model(
+        m.name, len(split.classes), m.weights, m.drop_rate, head, dict(m.kwargs)
+    )
+    if cfg.train.init_from:
+        source = load_weights_into(model, Path(cfg.train.init_from).expanduser())
+        logger.info("initial weights from %s", cfg.train.init_from)
+    return _Setup(prep, split, sets, skipped, model, source, head)
 
 
 def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train, evaluate and save a run into ``out``."""
     _check_out_dir(out)
-    prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
-    split, sets, skipped = prepare_split(cfg, prep)
-    class_names = split.classes
-    seed_everything(cfg.train.seed)
-    model, source = create_model(
-        cfg.model.name, len(class_names), cfg.model.weights, cfg.model.drop_rate
-    )
+    cfg = resolve_config(cfg)
+    setup = _setup(cfg)
     resolved = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, path=str(Path(cfg.data.path).expanduser().resolve())),
-        model=dataclasses.replace(cfg.model, image_size=prep.input_size),
+        model=dataclasses.replace(cfg.model, image_size=setup.prep.input_size),
     )
     resolved.to_yaml(out / "config.yaml")
-    write_split_csv(split, out / "split.csv", data_root(cfg))
+    write_split_csv(setup.split, out / "split.csv", data_root(cfg))
+    return _fit_and_finish(resolved, setup, out, callbacks, None)
+
+
+def resume_run(run_dir: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Continue an interrupted run from ``checkpoints/last.pt``, on the run's own split."""
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); check --resume")
+    if (run_dir / "metrics.json").is_file():
+        raise ConfigError(f"{run_dir} already finished; start a new run with --out")
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise ConfigError(f"{run_dir} has no checkpoint yet (killed in epoch 1); start it again")
+    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
+    use = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, split_file=str(run_dir / "split.csv"))
+    )
+    setup = _setup(use)
+    logger.info("resuming %s after epoch %d", run_dir, int(load_checkpoint(last)["epoch"]))
+    return _fit_and_finish(cfg, setup, run_dir, callbacks, load_checkpoint(last))
+
+
+def _fit_and_finish(
+    cfg: RunConfig,
+    setup: _Setup,
+    out: Path,
+    callbacks: Sequence[Callback],
+    resume: dict[str, Any] | None,
+) -> RunResult:
+    sets, prep, model, class_names = setup.sets, setup.prep, setup.model, setup.split.classes
     logger.info(
-        "%d classes; train %d, val %d, test %d images; model %s (%s weights), %d px",
+        "%d classes; train %d, val %d, test %d images; %s (%s weights), %d px, strategy %s",
         len(class_names),
         len(sets["train"]),
         len(sets["val"]),
         len(sets["test"]),
         cfg.model.name,
-        source,
+        setup.source,
         prep.input_size,
+        cfg.train.strategy,
     )
     device = resolve_device(cfg.train.device)
-    phases = plan_phases(cfg.train)
-    result = fit(model, phases, sets["train"], sets["val"], prep, cfg.train, out, callbacks, device)
+    spec = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
+    phases = plan_phases(cfg.train, augment=spec.enabled)
+    result = fit(
+        model,
+        phases,
+        sets["train"],
+        sets["val"],
+        prep,
+        cfg.train,
+        spec,
+        out,
+        callbacks,
+        device,
+        resume,
+    )
     model.load_state_dict(result.best_state)
     eval_split = "test" if len(sets["test"]) else "val"
     metrics, probs = evaluate_images(model, sets[eval_split], class_names, prep, device)
     write_predictions(out / "predictions.csv", sets[eval_split], probs, class_names, data_root(cfg))
     total, _ = count_parameters(model)
     summary = {
-        "weights_source": source,
+        "weights_source": setup.source,
+        "strategy": cfg.train.strategy,
         "best_epoch": result.best_epoch,
+        "monitor": cfg.train.monitor,
         "epochs": len(result.history),
         "train_seconds": round(result.seconds, 2),
-        "phases": [p.to_dict() for p in phases],
+        "phases": result.phases,
         "parameters": total,
         "images": {k: len(v) for k, v in sets.items()},
         "evaluated_on": eval_split,
@@ -159,13 +248,12 @@ def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> 
     metrics.update(
         {
             "split": eval_split,
-            "skipped_files": len(skipped),
-            "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
+            "skipped_files": len(setup.skipped),
+            "skipped": [{"path": str(p), "reason": why} for p, why in setup.skipped],
             "training": summary,
-            "data_summary": split.counts(),
+            "data_summary": setup.split.counts(),
         }
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8")
     save_bundle(
         out / "model",
         model,
@@ -173,11 +261,14 @@ def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> 
         class_names,
         prep,
         extra={
+            "head": setup.head.to_dict(),
+            "model_kwargs": dict(cfg.model.kwargs),
             "training": summary,
-            "config": resolved.to_dict(),
+            "config": cfg.to_dict(),
             "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "split")},
         },
     )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8")
     return RunResult(out, metrics)
 
 

@@ -111,13 +111,18 @@ def load_images(
 def iterate_batches(
     data: ImageSet,
     batch_size: int,
-    shuffle: bool,
+    shuffle: bool = False,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 images, labels)`` batches; in-memory sets are sliced, not collated."""
+    """Yield ``(uint8 images, labels)`` batches in ``order`` (or shuffled, or as stored).
+
+    In-memory sets are sliced, not collated.
+    """
     n = len(data)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if order is None:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     if data.images is not None:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]

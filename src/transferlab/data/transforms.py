@@ -90,12 +90,14 @@ def train_batch(
     generator: torch.Generator,
     scale: tuple[float, float] = (0.35, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    hflip: bool = True,
+    hflip: float = 0.5,
+    rotation: float = 0.0,
+    normalize: bool = True,
 ) -> torch.Tensor:
-    """Random resized crop (+ horizontal flip) of a uint8 batch, as normalised float.
+    """Random resized crop, horizontal flip and rotation of a uint8 batch, as float.
 
-    The random numbers come from ``generator`` on the CPU, so a seeded run draws the
-    same crops on any device.
+    One affine warp per image. The random numbers come from ``generator`` on the CPU,
+    so a seeded run draws the same crops on any device. Normalised unless told not to.
     """
     n = x.shape[0]
     area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
@@ -106,15 +108,24 @@ def train_batch(
     h = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
     cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else 1.0
+    flip = torch.where(torch.rand(n, generator=generator) < hflip, -1.0, 1.0)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotation)
+    cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = w * flip
+    theta[:, 0, 0] = w * flip * cos
+    theta[:, 0, 1] = -h * sin
     theta[:, 0, 2] = cx
-    theta[:, 1, 1] = h
+    theta[:, 1, 0] = w * flip * sin
+    theta[:, 1, 1] = h * cos
     theta[:, 1, 2] = cy
     size = prep.input_size
     xf = x.float()
     theta = theta.to(device=x.device, dtype=xf.dtype)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     out = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return _normalize(out, prep).contiguous()
+    return _normalize(out, prep).contiguous() if normalize else out
+
+
+def normalize(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Float images in [0, 255] -> the model's normalised input."""
+    return _normalize(x, prep).contiguous()

@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 from timm.data import resolve_data_config
@@ -21,6 +22,7 @@ from torch import nn
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import ModelError, WeightsError
 from transferlab.models import weights as wsrc
+from transferlab.models.heads import HeadSpec, install_head
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,14 @@ class ModelInfo:
 
 
 def _known(name: str) -> None:
+    if name.startswith("tv/"):
+        from transferlab.models.tv import is_tv_model, list_tv_models
+
+        if not is_tv_model(name):
+            close = difflib.get_close_matches(name, list_tv_models(), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ModelError(f"unknown torchvision model '{name}'{hint}")
+        return
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -109,25 +119,63 @@ def _from_hub(name: str, num_classes: int, drop_rate: float) -> tuple[nn.Module,
     return model, f"hub:{source}"
 
 
-def _from_file(name: str, path: Path, num_classes: int, drop_rate: float) -> tuple[nn.Module, str]:
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
-    file = path / "model.safetensors" if path.is_dir() else path
+def _bare_model(
+    name: str, num_classes: int, drop_rate: float, kwargs: dict[str, Any], pretrained: bool = False
+) -> nn.Module:
+    if name.startswith("tv/"):
+        from transferlab.models.tv import create_tv_model
+
+        return create_tv_model(name, num_classes, pretrained=pretrained, drop_rate=drop_rate)
+    try:
+        return timm.create_model(
+            name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **kwargs
+        )
+    except TypeError as exc:
+        raise ModelError(f"bad model.kwargs for '{name}': {exc}") from exc
+
+
+def _weights_file(path: Path) -> Path:
+    """A weights file, or the bundle inside a bundle / run folder."""
+    if path.is_dir():
+        for candidate in (path / "model.safetensors", path / "model" / "model.safetensors"):
+            if candidate.is_file():
+                return candidate
+        raise WeightsError(f"{path} holds no model.safetensors; give a bundle, run or weights file")
+    return path
+
+
+def load_weights_into(model: nn.Module, path: Path, strict_head: bool = False) -> str:
+    """Load a state dict, bundle, run or checkpoint into ``model``; returns the source.
+
+    Tensors are matched by name and shape; if the names differ (another port of the same
+    net) the backbone is matched by position. A head of another shape (other classes) is
+    left freshly initialised unless ``strict_head``.
+    """
+    file = _weights_file(path)
     state = wsrc.load_state_file(file)
     own = model.state_dict()
     head = _classifier_keys(model)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(usable) < len([k for k in own if k not in head]) * 0.9:
-        # Different key names (another port of the same net): match by position.
         body = {k: v for k, v in own.items() if k not in head}
         src = {k: v for k, v in state.items() if "classifier" not in k and "_fc" not in k}
         usable = wsrc.remap_by_position(src, body, str(file))
-    dropped = sorted(set(own) - set(usable))
+    missing = sorted(set(own) - set(usable))
+    if any(k not in head for k in missing):
+        raise WeightsError(f"{file} lacks weights for {missing[0]}; wrong architecture?")
+    if missing and strict_head:
+        raise WeightsError(f"{file}: the classifier has another shape (other classes?)")
+    if missing:
+        logger.warning("%s: classifier shapes differ; the head starts fresh", file)
     model.load_state_dict(usable, strict=False)
-    if any(k not in head for k in dropped):
-        raise WeightsError(
-            f"{file} lacks weights for {dropped[0]} of '{name}'; wrong architecture?"
-        )
-    return model, f"file:{file}"
+    return f"file:{file}"
+
+
+def _from_file(
+    name: str, path: Path, num_classes: int, drop_rate: float, kwargs: dict[str, Any]
+) -> tuple[nn.Module, str]:
+    model = _bare_model(name, num_classes, drop_rate, kwargs)
+    return model, load_weights_into(model, path)
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -141,38 +189,57 @@ def create_model(
     num_classes: int,
     weights: str = "imagenet",
     drop_rate: float = 0.0,
+    head: HeadSpec | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, str]:
-    """Build ``name`` with a new ``num_classes`` head; returns the model and its weights' source."""
+    """Build ``name`` with a new ``num_classes`` head; returns the model and its weights' source.
+
+    ``weights``: ``imagenet`` (installed package first, then the hub), ``none`` or a path to
+    a state dict, a bundle or a run folder. ``head`` swaps in an MLP classifier.
+    """
     _known(name)
+    kwargs = dict(kwargs or {})
     if weights == "none":
-        model = timm.create_model(
-            name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate
-        )
-        return model, "random"
-    if weights == "imagenet":
-        if wsrc.has_offline_weights(name):
-            model = timm.create_model(name, pretrained=False, drop_rate=drop_rate)
-            source = wsrc.load_packaged(name, model)
-            model.reset_classifier(num_classes)  # type: ignore[operator]
-            return model, source
-        return _from_hub(name, num_classes, drop_rate)
-    path = Path(weights).expanduser()
-    if not path.exists():
-        raise WeightsError(f"--weights '{weights}' is not imagenet, none, or an existing file")
-    return _from_file(name, path, num_classes, drop_rate)
+        model, source = _bare_model(name, num_classes, drop_rate, kwargs), "random"
+    elif weights == "imagenet" and name.startswith("tv/"):
+        model, source = _bare_model(name, num_classes, drop_rate, kwargs, True), "torchvision"
+    elif weights == "imagenet" and wsrc.has_offline_weights(name):
+        model = timm.create_model(name, pretrained=False, drop_rate=drop_rate, **kwargs)
+        source = wsrc.load_packaged(name, model)
+        model.reset_classifier(num_classes)  # type: ignore[operator]
+    elif weights == "imagenet":
+        model, source = _from_hub(name, num_classes, drop_rate)
+    else:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise WeightsError(f"--weights '{weights}' is not imagenet, none, or an existing file")
+        model, source = _from_file(name, path, num_classes, drop_rate, kwargs)
+    install_head(model, head or HeadSpec(), num_classes)
+    return model, source
 
 
-def build_architecture(name: str, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
-    """The bare architecture, for loading a saved bundle's weights into."""
+def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """The bare architecture a bundle's ``model.json`` describes, to load its weights into."""
+    name = str(meta["architecture"])
     _known(name)
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+    n = len(meta["class_names"])
+    model = _bare_model(
+        name, n, float(meta.get("drop_rate", 0.0)), dict(meta.get("model_kwargs", {}))
+    )
+    install_head(model, HeadSpec.from_dict(meta.get("head")), n)
+    return model
 
 
 def resolve_preprocessing(name: str, image_size: int | None = None) -> Preprocessing:
     """The architecture's own pretrained preprocessing; ``image_size`` overrides only the size."""
     _known(name)
-    pretrained = timm.models.get_pretrained_cfg(name)
-    cfg = resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    if name.startswith("tv/"):
+        from transferlab.models.tv import tv_pretrained_cfg
+
+        cfg = resolve_data_config(pretrained_cfg=tv_pretrained_cfg(name))
+    else:
+        pretrained = timm.models.get_pretrained_cfg(name)
+        cfg = resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
     size = int(image_size or cfg["input_size"][-1])
     return Preprocessing(
         input_size=size,
@@ -193,6 +260,12 @@ def list_models(offline: bool = False, pattern: str = "*") -> list[ModelInfo]:
         if offline and not has_offline:
             continue
         rows.append(ModelInfo(name, name in pretrained_arch, has_offline))
+    from transferlab.models.tv import list_tv_models, tv_weights_available
+
+    for name in list_tv_models(pattern):
+        cached = tv_weights_available(name)
+        if not offline or cached:
+            rows.append(ModelInfo(name, True, cached))
     return rows
 
 
