@@ -1,4 +1,4 @@
-"""Top-k predictions for image files with a loaded bundle."""
+"""Top-k predictions for image files, with any backend and optional test-time augmentation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.bundle import Bundle
+from transferlab.backends import Backend
 from transferlab.data.images import ImageReadError, is_image_file, load_image
-from transferlab.data.transforms import eval_batch, to_base
+from transferlab.data.transforms import to_base
 from transferlab.errors import DatasetError
 
 
@@ -52,14 +52,6 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
     return out
 
 
-@torch.inference_mode()
-def probabilities(bundle: Bundle, images: np.ndarray) -> torch.Tensor:
-    """uint8 base images (N, 3, base, base) -> class probabilities (N, C)."""
-    device = next(bundle.model.parameters()).device
-    x = eval_batch(torch.from_numpy(images).to(device), bundle.preprocessing)
-    return bundle.model(x).float().softmax(dim=1).cpu()
-
-
 def top_k(
     probs: torch.Tensor, class_names: Sequence[str], k: int
 ) -> list[tuple[list[str], list[float]]]:
@@ -72,7 +64,11 @@ def top_k(
 
 
 def predict_files(
-    bundle: Bundle, paths: Sequence[Path], k: int = 5, batch_size: int = 32
+    backend: Backend,
+    paths: Sequence[Path],
+    k: int = 5,
+    batch_size: int = 32,
+    tta: str = "none",
 ) -> list[Prediction]:
     """Predict each file; unreadable files get a Prediction with ``error`` set."""
     results: list[Prediction] = []
@@ -83,12 +79,12 @@ def predict_files(
         errors: dict[Path, str] = {}
         for p in chunk:
             try:
-                arrays.append(to_base(load_image(p), bundle.preprocessing))
+                arrays.append(to_base(load_image(p), backend.preprocessing))
                 ok.append(p)
             except ImageReadError as exc:
                 errors[p] = str(exc)
         ranked = (
-            iter(top_k(probabilities(bundle, np.stack(arrays)), bundle.class_names, k))
+            iter(top_k(backend.predict(np.stack(arrays), tta), backend.class_names, k))
             if arrays
             else iter(())
         )

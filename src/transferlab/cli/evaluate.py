@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, guard, out, print_metrics, setup_logging
+from transferlab.cli.predict import BackendOption, TtaOption
 
 EVALUATE_EXAMPLES = """
 [bold]Examples[/bold]
 
   transferlab evaluate runs/demo --data examples/ahe-mini
   transferlab evaluate runs/demo/model --data new_photos/ --split all --out runs/demo/eval-new
+  transferlab evaluate runs/demo --data examples/ahe-mini --tta five-crop
+  transferlab evaluate model-int8.onnx --data examples/ahe-mini --split all
 """
+
+
+def tta_line(tta: dict[str, Any]) -> str:
+    gain = tta["accuracy_gain"] * 100
+    return (
+        f"TTA {tta['mode']}: accuracy {tta['accuracy']:.4f} vs {tta['accuracy_without']:.4f} "
+        f"without ({gain:+.1f} points); macro-F1 {tta['macro_f1']:.4f} vs "
+        f"{tta['macro_f1_without']:.4f}"
+    )
 
 
 @app.command(epilog=EVALUATE_EXAMPLES)
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A run folder or a model bundle folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
+    ],
     data: Annotated[Path, typer.Option("--data", help="Labelled images in any supported layout.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write metrics.json here.")] = None,
     split: Annotated[
@@ -30,11 +44,17 @@ def evaluate(
             "else test/ or val/, else everything."
         ),
     ] = "auto",
+    tta: TtaOption = "none",
+    backend: BackendOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Measure a trained model on labelled images: accuracy, per-class P/R/F1 with 95% CIs."""
+    """Measure a trained model on labelled images: accuracy, per-class P/R/F1 with 95% CIs.
+
+    With --tta the metrics are those with test-time augmentation, and a last line compares
+    them with plain centre-crop predictions on the same images.
+    """
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.errors import ConfigError
@@ -42,8 +62,10 @@ def evaluate(
 
         if split not in ("auto", "test", "val", "all"):
             raise ConfigError(f"--split '{split}' is not one of: auto, test, val, all")
-        metrics = evaluate_model(model, data, split, out_dir)
+        metrics = evaluate_model(model, data, split, out_dir, backend, tta)
         if as_json:
             out.print_json(json.dumps(metrics))
-        else:
-            print_metrics(metrics, metrics["evaluated"], quiet)
+            return
+        print_metrics(metrics, metrics["evaluated"], quiet)
+        if "tta" in metrics:
+            out.print(tta_line(metrics["tta"]), highlight=False)

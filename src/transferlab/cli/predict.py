@@ -13,16 +13,39 @@ from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_lo
 PREDICT_EXAMPLES = """
 [bold]Examples[/bold]
 
-  transferlab predict runs/demo examples/ahe-mini-samples/dome.jpg
+  transferlab predict runs/demo examples/samples/capitol-dome.jpg
   transferlab predict runs/demo/model photos/ --top-k 3 --json > predictions.json
+  transferlab predict runs/demo photos/ --tta ten-crop
+  transferlab predict runs/demo photos/ --backend onnx
+  transferlab predict model.onnx photos/
 """
+
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="torch | onnx (ONNX Runtime on CPU). Default: onnx for a .onnx file, else torch.",
+    ),
+]
+TtaOption = Annotated[
+    str,
+    typer.Option(
+        "--tta",
+        help="Test-time augmentation: none | flip | five-crop | ten-crop (softmax averaged "
+        "over the views).",
+    ),
+]
 
 
 @app.command(epilog=PREDICT_EXAMPLES)
 def predict(
-    model: Annotated[Path, typer.Argument(help="A run folder or a model bundle folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show.")] = 3,
+    tta: TtaOption = "none",
+    backend: BackendOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document with all predictions.")
     ] = False,
@@ -32,21 +55,27 @@ def predict(
     """Classify images with a trained model and show the top-k classes with probabilities."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.bundle import load_bundle
+        from transferlab.backends import load_backend
         from transferlab.errors import ConfigError, DatasetError
         from transferlab.predict import expand_inputs, predict_files
+        from transferlab.tta import check_mode
 
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1")
-        bundle = load_bundle(model)
+        check_mode(tta)
+        runner = load_backend(model, backend)
         paths = expand_inputs(images)
         if not paths:
             raise DatasetError("no image files found in the given folders")
-        results = predict_files(bundle, paths, top_k)
+        results = predict_files(runner, paths, top_k, tta=tta)
         if as_json:
-            out.print_json(
-                json.dumps({"model": str(model), "predictions": [r.to_dict() for r in results]})
-            )
+            doc = {
+                "model": str(model),
+                "backend": runner.name,
+                "tta": tta,
+                "predictions": [r.to_dict() for r in results],
+            }
+            out.print_json(json.dumps(doc))
         else:
             for r in results:
                 if r.error:
