@@ -118,32 +118,60 @@ def test_csv_with_bad_split_value(tmp_path: Path) -> None:
         discover(write_csv(tmp_path / "labels.csv", rows))
 
 
-def test_tiny_imagenet(tmp_path: Path) -> None:
-    wnids = ["n01443537", "n01629819"]
-    (tmp_path / "wnids.txt").write_text("\n".join(wnids) + "\n", encoding="utf-8")
-    for i, wnid in enumerate(wnids):
+WNIDS = ["n01443537", "n01629819"]
+
+
+def tiny_imagenet(root: Path) -> Path:
+    """Tiny-ImageNet's layout: 3 training and 1 validation image per wnid, an unlabelled test."""
+    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n", encoding="utf-8")
+    for i, wnid in enumerate(WNIDS):
         for k in range(3):
-            make_image(tmp_path / "train" / wnid / "images" / f"{wnid}_{k}.JPEG")
-        (tmp_path / "train" / wnid / f"{wnid}_boxes.txt").write_text(
+            make_image(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(
             f"{wnid}_0.JPEG\t0\t0\t10\t10\n", encoding="utf-8"
         )
-        make_image(tmp_path / "val" / "images" / f"val_{i}.JPEG")
-    (tmp_path / "val" / "val_annotations.txt").write_text(
-        "".join(f"val_{i}.JPEG\t{w}\t0\t0\t10\t10\n" for i, w in enumerate(wnids)),
+        make_image(root / "val" / "images" / f"val_{i}.JPEG")
+    (root / "val" / "val_annotations.txt").write_text(
+        "".join(f"val_{i}.JPEG\t{w}\t0\t0\t10\t10\n" for i, w in enumerate(WNIDS)),
         encoding="utf-8",
     )
-    make_image(tmp_path / "test" / "images" / "test_0.JPEG")  # unlabelled
-    found = discover(tmp_path)
+    make_image(root / "test" / "images" / "test_0.JPEG")
+    return root
+
+
+def test_tiny_imagenet(tmp_path: Path) -> None:
+    found = discover(tiny_imagenet(tmp_path))
     assert found.layout == "tiny-imagenet"
-    assert found.classes == wnids
+    assert found.classes == WNIDS
     assert by_split(found) == {
-        ("train", wnids[0]): 3,
-        ("train", wnids[1]): 3,
-        ("val", wnids[0]): 1,
-        ("val", wnids[1]): 1,
+        ("train", WNIDS[0]): 3,
+        ("train", WNIDS[1]): 3,
+        ("val", WNIDS[0]): 1,
+        ("val", WNIDS[1]): 1,
     }
     val = {s.path.name: s.label for s in found.samples if s.split == "val"}
-    assert val == {"val_0.JPEG": wnids[0], "val_1.JPEG": wnids[1]}
+    assert val == {"val_0.JPEG": WNIDS[0], "val_1.JPEG": WNIDS[1]}
+    assert found.skipped == []
+
+
+def test_tiny_imagenet_reports_non_images_and_missing_val_files(tmp_path: Path) -> None:
+    root = tiny_imagenet(tmp_path)
+    readme = root / "train" / WNIDS[0] / "images" / "README.txt"
+    readme.write_text("crops of ImageNet", encoding="utf-8")
+    (root / "val" / "images" / "val_1.JPEG").unlink()
+    found = discover(root)
+    assert found.skipped == [
+        (readme, "not an image file (unknown extension)"),
+        (root / "val" / "images" / "val_1.JPEG", "listed in val_annotations.txt but not found"),
+    ]
+
+
+def test_tiny_imagenet_class_without_images(tmp_path: Path) -> None:
+    root = tiny_imagenet(tmp_path)
+    (root / "train" / "n09999999").mkdir()
+    with pytest.raises(DatasetError) as exc:
+        discover(root)
+    assert_one_line_error(exc, "n09999999", "has no images", "add images or remove")
 
 
 def test_awkward_names_in_folders_and_csv(tmp_path: Path) -> None:

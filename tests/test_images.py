@@ -138,3 +138,11 @@ def test_bytes_in_memory(tmp_path: Path) -> None:
     assert load_image_bytes(data).mode == "RGB"
     with pytest.raises(ImageReadError, match="empty"):
         load_image_bytes(b"")
+
+
+def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow warns above its pixel limit and refuses above twice the limit; both are refused.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    for size in [(12, 12), (24, 16)]:  # 144 and 384 pixels
+        with pytest.raises(ImageReadError, match="image is larger than"):
+            load_image(make_image(tmp_path / f"{size[0]}.png", size=size))

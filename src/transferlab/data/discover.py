@@ -132,9 +132,18 @@ def _discover_tiny_imagenet(root: Path) -> Discovery:
     samples: list[Sample] = []
     skipped: list[tuple[Path, str]] = []
     for wnid_dir in _visible_dirs(root / "train"):
-        for path in sorted((wnid_dir / "images").iterdir()):
-            if is_image_file(path):
-                samples.append(Sample(path, wnid_dir.name, "train"))
+        images = wnid_dir / "images"
+        found = [p for p in sorted(images.iterdir()) if p.is_file()] if images.is_dir() else []
+        samples.extend(Sample(p, wnid_dir.name, "train") for p in found if is_image_file(p))
+        skipped.extend(
+            (p, "not an image file (unknown extension)")
+            for p in found
+            if not is_image_file(p) and not p.name.startswith(".")
+        )
+        if not any(is_image_file(p) for p in found):
+            raise DatasetError(
+                f"class folder '{images}' has no images; add images or remove '{wnid_dir}'"
+            )
     annotations = root / "val" / "val_annotations.txt"
     if annotations.is_file():
         for line in annotations.read_text(encoding="utf-8").splitlines():
