@@ -5,7 +5,13 @@ to do>`` and exit 2; anything unexpected exits 1 with a hint; ``--debug`` shows 
 Nothing in the library imports this package.
 """
 
-from transferlab.cli import evaluate, models, predict, train  # noqa: F401  (registers commands)
+from transferlab.cli import (  # noqa: F401  (registers commands)
+    evaluate,
+    export,
+    models,
+    predict,
+    train,
+)
 from transferlab.cli._common import app
 
 
