@@ -99,6 +99,16 @@ def test_csv_without_header(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["labels.tsv", "labels.txt"])
+def test_tab_separated_labels(tmp_path: Path, name: str) -> None:
+    images = copy_photos("apse", tmp_path, 2) + copy_photos("altar", tmp_path, 2)
+    lines = ["path\tlabel", *[f"{p.name}\t{c}" for p, c in zip(images, "aabb", strict=True)]]
+    # With a byte-order mark, as spreadsheet programs export it.
+    (tmp_path / name).write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    found = discover(tmp_path / name)
+    assert [(s.path, s.label) for s in found.samples] == list(zip(images, "aabb", strict=True))
+
+
 def test_csv_missing_file_is_skipped_with_reason(tmp_path: Path) -> None:
     images = copy_photos("apse", tmp_path, 2) + copy_photos("altar", tmp_path, 2)
     rows = [["path", "label"], *[[p.name, label] for p, label in zip(images, "aabb", strict=True)]]

@@ -91,7 +91,10 @@ def _discover_csv(csv_path: Path) -> Discovery:
     skipped: list[tuple[Path, str]] = []
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            # Tab-separated when the file says so (.tsv) or its first line holds a tab.
+            tabs = csv_path.suffix.lower() == ".tsv" or "\t" in fh.readline()
+            fh.seek(0)
+            rows = list(csv.reader(fh, delimiter="\t" if tabs else ","))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read CSV {csv_path}: {exc}") from exc
     if not rows:
