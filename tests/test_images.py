@@ -128,6 +128,16 @@ def test_unreadable_files_say_why(tmp_path: Path, kind: str, reason: str) -> Non
         load_image(path)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".gif", ".webp", ".bmp", ".tif", ".jpg"])
+def test_truncated_files_of_every_format(tmp_path: Path, suffix: str) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    path = tmp_path / f"whole{suffix}"
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+    with pytest.raises(ImageReadError, match="corrupt or truncated"):
+        load_image(path)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match="file not found"):
         load_image(tmp_path / "nope.jpg")
