@@ -1,0 +1,110 @@
+"""`transferlab compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
+
+COMPARE_EXAMPLES = """
+[bold]Examples[/bold]
+
+  transferlab compare examples/experiments/ahe-backbones.yaml --out runs/backbones
+  transferlab compare exp.yaml --out runs/exp --repeats 3
+  transferlab compare exp.yaml --out runs/exp --baseline examples/baselines/ahe-paper-resnet.yaml
+  transferlab compare exp.yaml --out runs/exp --baseline-run tf_efficientnet_lite0
+  transferlab compare exp.yaml --out runs/exp --data /data/ahe/train --logger mlflow
+  transferlab compare exp.yaml --out runs/exp --dry-run
+
+[bold]Experiment file[/bold]
+
+  dataset: ../ahe-mini            # relative to this file
+  base:                           # sections of a run's config.yaml
+    model: {image_size: 96}
+    train: {epochs: 2, warmup_epochs: 2}
+  axes:                           # every combination of these dotted config keys
+    model.name: [tf_efficientnet_lite0, tf_efficientnet_lite1]
+    train.lr: [0.001, 0.0003]
+  runs:                           # optional explicit runs, crossed with the axes
+    - {name: scratch, train.strategy: scratch}
+  baseline: ../baselines/ahe-paper-resnet.yaml   # optional per-class F1 to beat
+
+Re-running the same command skips finished runs and retrains interrupted ones.
+"""
+
+
+@app.command(epilog=COMPARE_EXAMPLES)
+def compare(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML: dataset, base, axes/runs.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Experiment folder: one run folder per run inside.")
+    ],
+    repeats: Annotated[
+        int | None,
+        typer.Option(help="Seeds per configuration (mean ± std); overrides the file's repeats."),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="YAML/CSV of per-class F1 to compare against (e.g. a paper's)."),
+    ] = None,
+    baseline_run: Annotated[
+        str | None, typer.Option(help="Use this run of the experiment as the baseline instead.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset to use instead of the file's dataset.")
+    ] = None,
+    logger: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--logger", help="Also log to tensorboard or mlflow (repeatable); CSV is always on."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate the file and list the runs; train none.")
+    ] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Train every configuration of an experiment on one split and write a leaderboard."""
+    setup_logging(quiet, debug)
+    with guard(debug):
+        from transferlab.compare import (
+            check_baseline,
+            choose_baseline,
+            load_experiment,
+            plan_runs,
+            run_experiment,
+        )
+        from transferlab.engine import Callback
+        from transferlab.progress import EpochLogger, ProgressBar
+        from transferlab.trackers import check_loggers, make_loggers
+
+        exp = choose_baseline(load_experiment(experiment, repeats, data), baseline, baseline_run)
+        check_baseline(exp)
+        runs = plan_runs(exp)
+        if dry_run:
+            for run in runs:
+                state = "finished" if (out_dir / run.name / "metrics.json").is_file() else "to run"
+                out.print(f"{run.name}\tseed {run.seed}\t{state}", highlight=False)
+            err.print(f"{len(runs)} runs; nothing trained (--dry-run)")
+            return
+        names = check_loggers(list(logger or []))
+
+        def callbacks(run_dir: Path) -> list[Callback]:
+            cbs: list[Callback] = [EpochLogger()]
+            if err.is_terminal and not quiet:
+                cbs.append(ProgressBar(err))
+            return [*cbs, *make_loggers(names, run_dir)]
+
+        result = run_experiment(exp, out_dir, callbacks)
+        if result.leaderboard is not None:
+            if not quiet:
+                text = result.leaderboard.read_text(encoding="utf-8")
+                out.print(text, highlight=False, markup=False, soft_wrap=True)
+            err.print(
+                f"{len(result.trained)} trained, {len(result.skipped)} already finished; "
+                f"leaderboard in {out_dir / 'leaderboard.md'} (.csv, .html)"
+            )

@@ -1,0 +1,359 @@
+"""Experiments: the comparison-table logic on hand-made numbers, the experiment file, and a
+real two-by-two compare end to end (with re-launch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from helpers import REPO
+from transferlab.cli import app
+from transferlab.compare import (
+    clear_unfinished,
+    config_mismatch,
+    load_experiment,
+    plan_runs,
+    run_experiment,
+)
+from transferlab.errors import ConfigError
+from transferlab.metrics import bootstrap_ci
+from transferlab.report.comparison import (
+    beats,
+    bootstrap_mean_ci,
+    f1_table,
+    format_beaten,
+    match_classes,
+    mean_std,
+    spread,
+    wins_losses,
+)
+from transferlab.report.leaderboard import (
+    Baseline,
+    CellSummary,
+    RunData,
+    build_board,
+    load_baseline,
+    per_class_rows,
+    render_csv,
+    render_markdown,
+    summarise_cell,
+)
+
+PAPER = REPO / "examples" / "baselines" / "ahe-paper-resnet.yaml"
+AHE_CLASSES = sorted(p.name for p in (REPO / "examples" / "ahe-mini").iterdir() if p.is_dir())
+
+# ---------------------------------------------------------------- table logic, by hand
+
+
+def test_wins_losses_and_the_seeds_notation() -> None:
+    base = {f"c{i}": 0.5 for i in range(10)}
+    run = {f"c{i}": 0.6 if i < 6 else 0.4 for i in range(10)}  # beats 6, loses 4
+    assert wins_losses(run, base) == (6, 4)
+    assert format_beaten(6 - 4) == "+2"
+    assert format_beaten(0) == "±0"
+    assert format_beaten(-2) == "-2"
+
+
+def test_ties_at_shown_precision_and_missing_baseline_count_neither() -> None:
+    assert beats(0.9061, 0.906) is None  # both show as 0.906
+    assert beats(0.9066, 0.906) is True
+    assert beats(0.8, None) is None
+    assert wins_losses({"a": 0.9061, "b": 0.7}, {"a": 0.906, "b": None}) == (0, 0)
+
+
+def test_spread_and_mean_std() -> None:
+    assert spread([0.805, 0.99, 0.9]) == pytest.approx(0.185)
+    assert mean_std([0.8]) == (0.8, 0.0)
+    mean, sd = mean_std([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and sd == pytest.approx(0.1)
+
+
+def test_f1_table_bold_flags_and_baseline_row() -> None:
+    classes = ["a", "b", "c"]
+    rows = f1_table(
+        [("x", {"a": 0.9, "b": 0.5, "c": 0.7}), ("y", {"a": 0.8, "b": 0.8, "c": 0.8})],
+        classes,
+        ("paper", {"a": 0.85, "b": 0.6, "c": 0.7}),
+    )
+    assert rows[0].is_baseline and rows[0].name == "paper"
+    x, y = rows[1], rows[2]
+    assert x.better == {"a": True, "b": False, "c": None}
+    assert (x.wins, x.losses, x.net) == (1, 1, 0)
+    assert y.better == {"a": False, "b": True, "c": True}
+    assert y.net == 1
+    assert x.spread == pytest.approx(0.4) and y.spread == pytest.approx(0.0)
+
+
+def test_paper_class_names_match_the_data_folders() -> None:
+    baseline = load_baseline(PAPER)
+    matched, unused = match_classes(baseline.f1, AHE_CLASSES)
+    assert unused == [] and None not in matched.values()
+    assert matched["dome(inner)"] == 0.967 and matched["flying_buttress"] == 0.805
+    spelled = {"Bell tower": 0.903, "dome (outer)": 0.937, "stained-glass": 0.99}
+    again, _ = match_classes(spelled, AHE_CLASSES)
+    assert again["bell_tower"] == 0.903 and again["dome(outer)"] == 0.937
+    assert again["stained_glass"] == 0.99 and again["altar"] is None
+
+
+def test_bootstrap_mean_ci_reduces_to_metrics_bootstrap() -> None:
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 60)
+    y_pred = np.where(rng.random(60) < 0.7, y_true, rng.integers(0, 3, 60))
+    single = bootstrap_ci(y_true, y_pred, 3)
+    mine = bootstrap_mean_ci(y_true, [y_pred], 3)
+    assert mine["accuracy"] == single["accuracy"]
+    assert mine["macro_f1"] == pytest.approx(single["macro_f1"])
+    twice = bootstrap_mean_ci(y_true, [y_pred, y_pred], 3)
+    assert twice["accuracy"] == pytest.approx(single["accuracy"])
+    perfect = bootstrap_mean_ci(y_true, [y_true, y_pred], 3)
+    low, high = perfect["accuracy"]
+    assert low <= (1 + float(np.mean(y_true == y_pred))) / 2 <= high
+
+
+def _cell(name: str, f1: dict[str, float], **kw: object) -> CellSummary:
+    values = {
+        "runs": [name],
+        "model": "m",
+        "strategy": "two-stage",
+        "accuracy": 0.8,
+        "accuracy_std": 0.0,
+        "accuracy_ci": [0.7, 0.9],
+        "macro_f1": float(np.mean(list(f1.values()))),
+        "macro_f1_std": 0.0,
+        "macro_f1_ci": [0.65, 0.85],
+        "params_total": 11_200_000,
+        "params_trainable": 5_130,
+        "train_seconds": 95.0,
+        "images_per_s": 812.4,
+        "epochs": 9.0,
+        "f1": f1,
+        "f1_std": dict.fromkeys(f1, 0.0),
+    }
+    values.update(kw)
+    return CellSummary(name=name, **values)  # type: ignore[arg-type]
+
+
+def test_leaderboard_markdown_and_csv_from_hand_made_rows() -> None:
+    classes = ["altar", "apse", "vault"]
+    cells = [
+        _cell("resnet18", {"altar": 0.95, "apse": 0.90, "vault": 0.90}),
+        _cell("hrnet", {"altar": 0.80, "apse": 0.70, "vault": 0.925}, accuracy=0.7),
+    ]
+    base = Baseline("paper", {"altar": 0.906, "apse": 0.874, "vault": 0.925})
+    rows = per_class_rows(cells, classes, base)
+    from transferlab.report.leaderboard import Board
+
+    board = Board("Experiment: t", cells, classes, rows, ["dataset: d"])
+    md = render_markdown(board)
+    assert "| baseline: paper | 0.906 | 0.874 | 0.925 | 0.902 |  | 0.051 |" in md
+    # resnet18 beats altar and apse, loses vault: +1; hrnet loses two, ties vault: -2.
+    assert "| resnet18 | **0.950** | **0.900** | 0.900 | 0.917 | +1 | 0.050 |" in md
+    assert "| hrnet | 0.800 | 0.700 | 0.925 | 0.808 | -2 | 0.225 |" in md
+    lead = md.split("## Per-class F1")[0]
+    assert lead.index("| 1 | resnet18 |") < lead.index("| 2 | hrnet |")  # by macro-F1
+    assert "0.700–0.900" in lead and "11.20 M / 0.01 M" in lead and "| 812 |" in lead
+    csv_text = render_csv(board).splitlines()
+    header = csv_text[0].split(",")
+    first = dict(zip(header, csv_text[1].split(","), strict=False))
+    assert first["run"] == "resnet18" and first["classes_beaten"] == "1"
+    assert first["f1_altar"] == "0.95" and first["params_trainable"] == "5130"
+    assert csv_text[-1].startswith(",baseline: paper,")
+
+
+def test_baseline_run_instead_of_a_file() -> None:
+    classes = ["a", "b"]
+    cells = [_cell("one", {"a": 0.5, "b": 0.5}), _cell("two", {"a": 0.6, "b": 0.4})]
+    rows = per_class_rows(cells, classes, None, baseline_run="one")
+    assert [r.name for r in rows] == ["baseline: one", "two"]
+    assert rows[1].net == 0
+    with pytest.raises(ConfigError, match="not a run here"):
+        per_class_rows(cells, classes, None, baseline_run="three")
+
+
+def test_summarise_cell_over_seeds() -> None:
+    def run(name: str, acc: float, f1a: float, preds: list[str]) -> RunData:
+        rows = [
+            {"path": f"{i}.jpg", "label": t, "predicted": p}
+            for i, (t, p) in enumerate(zip(["a", "a", "b", "b"], preds, strict=True))
+        ]
+        metrics = {
+            "accuracy": acc,
+            "macro_f1": acc,
+            "class_names": ["a", "b"],
+            "per_class": {"a": {"f1": f1a}, "b": {"f1": 0.5}},
+            "training": {
+                "parameters": 100,
+                "train_seconds": 10.0,
+                "epochs": 3,
+                "phases": [{"name": "head", "trainable": "head"}],
+            },
+        }
+        return RunData(name, metrics, {"model": {"name": "m"}}, {"images_per_s": 50.0}, rows)
+
+    runs = [run("s0", 0.75, 0.8, ["a", "a", "b", "a"]), run("s1", 0.5, 0.6, ["a", "b", "a", "b"])]
+    cell = summarise_cell("c", runs)
+    assert cell.seeds == 2 and cell.accuracy == pytest.approx(0.625)
+    assert cell.accuracy_std == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    assert cell.f1["a"] == pytest.approx(0.7)
+    assert cell.accuracy_ci is not None and cell.accuracy_ci[0] <= 0.625 <= cell.accuracy_ci[1]
+    assert cell.params_trainable is None  # head-only and no head size known
+    assert cell.images_per_s == 50.0
+
+
+def test_baseline_files(tmp_path: Path) -> None:
+    long = tmp_path / "b.csv"
+    long.write_text("class,f1\naltar,0.9\napse,0.8\n", encoding="utf-8")
+    assert load_baseline(long).f1 == {"altar": 0.9, "apse": 0.8}
+    wide = tmp_path / "w.csv"
+    wide.write_text("name,altar,apse\nhrnet,0.9,0.7\n", encoding="utf-8")
+    assert load_baseline(wide) == Baseline("hrnet", {"altar": 0.9, "apse": 0.7})
+    flat = tmp_path / "f.yaml"
+    flat.write_text("altar: 0.9\n", encoding="utf-8")
+    assert load_baseline(flat).f1 == {"altar": 0.9}
+    pct = tmp_path / "p.yaml"
+    pct.write_text("f1: {altar: 90.6}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"0\.906, not 90\.6"):
+        load_baseline(pct)
+    with pytest.raises(ConfigError, match="not found"):
+        load_baseline(tmp_path / "none.yaml")
+
+
+# ---------------------------------------------------------------- the experiment file
+
+
+def _exp(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "exp.yaml"
+    path.write_text("dataset: data\n" + text, encoding="utf-8")
+    return path
+
+
+def test_grid_crossed_with_runs_and_repeats(tmp_path: Path) -> None:
+    path = _exp(
+        tmp_path,
+        "base: {train: {epochs: 1, seed: 3}}\n"
+        "axes:\n  model.name: [resnet18, resnet50]\n  train.lr: [1e-3, 3e-4]\n"
+        "runs:\n  - {name: plain}\n  - {name: smooth, train: {label_smoothing: 0.2}}\n",
+    )
+    exp = load_experiment(path, repeats=2)
+    assert exp.dataset == (tmp_path / "data").resolve()  # relative to the file
+    assert len(exp.cells) == 8
+    assert exp.cells[0].name == "plain-resnet18-lr0.001"
+    assert exp.cells[0].settings["train.lr"] == 0.001  # YAML's "1e-3" string became a float
+    runs = plan_runs(exp)
+    assert len(runs) == 16
+    assert [r.name for r in runs[:2]] == ["plain-resnet18-lr0.001", "plain-resnet18-lr0.001-seed4"]
+    assert [r.config.train.seed for r in runs[:2]] == [3, 4]
+    assert runs[-1].config.train.label_smoothing == 0.2
+    assert runs[-1].config.model.name == "resnet50"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("axes: {optim.lr: [1]}\n", "'optim.lr' is not a config key"),
+        ("axes: {train.lrr: [1]}\n", "unknown key train.lrr; known keys in 'train'"),
+        ("axes: {train.lr: 0.1}\n", "train.lr must be a non-empty YAML list"),
+        ("axes: {train.lr: [fast]}\n", "train.lr: 'fast' is not a number"),
+        ("base: {train: {epochs: -1}}\n", "--epochs must be >= 0"),
+        ("base: {optim: {lr: 1}}\n", "section 'optim'"),
+        ("axis: {train.lr: [1]}\n", "unknown key 'axis'"),
+        ("runs: [{name: a}, {name: a}]\n", "both be named 'a'"),
+        ("repeats: 0\n", "repeats must be a whole number"),
+        ("baseline: nowhere.yaml\n", "baseline 'nowhere.yaml' not found"),
+    ],
+)
+def test_bad_experiment_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_experiment(_exp(tmp_path, text))
+
+
+def test_example_experiment_is_valid() -> None:
+    exp = load_experiment(REPO / "examples" / "experiments" / "ahe-backbones.yaml")
+    assert len(exp.cells) == 6 and exp.baseline == PAPER.resolve()
+
+
+def test_relaunch_guards(tmp_path: Path) -> None:
+    exp = load_experiment(_exp(tmp_path, "axes: {train.lr: [0.01]}\n"))
+    run = plan_runs(exp)[0]
+    stored = run.config.to_dict()
+    assert config_mismatch(run.config, run.keys, stored) is None
+    stored["train"]["lr"] = 0.02
+    assert "train.lr is 0.02 there but 0.01" in str(config_mismatch(run.config, run.keys, stored))
+    unfinished = tmp_path / "out" / "r"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("x: 1\n", encoding="utf-8")
+    clear_unfinished(unfinished)
+    assert not unfinished.exists()
+    (unfinished / "my notes").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no run writes"):
+        clear_unfinished(unfinished)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_two_by_two_compare_and_relaunch(
+    tmp_path: Path, class_folders, restore_transferlab_logging: None
+) -> None:
+    data = class_folders(per_class=6)
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(
+        f"dataset: {json.dumps(str(data))}\n"
+        "base:\n"
+        "  data: {val_fraction: 0.34, test_fraction: 0.34}\n"
+        "  model: {image_size: 64}\n"
+        "  train: {warmup_epochs: 1, epochs: 1, batch_size: 8, device: cpu}\n"
+        "axes:\n"
+        "  train.lr: [1.0e-3, 3.0e-4]\n"
+        "  model.drop_rate: [0.1, 0.3]\n",
+        encoding="utf-8",
+    )
+    baseline = tmp_path / "paper.csv"
+    baseline.write_text("class,f1\naltar,0.9\napse,0.5\ndome (inner),0.7\n", encoding="utf-8")
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(
+        app, ["compare", str(exp_file), "--out", str(out), "--baseline", str(baseline), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    names = ["lr0.001-drop_rate0.1", "lr0.001-drop_rate0.3", "lr0.0003-drop_rate0.1"]
+    names.append("lr0.0003-drop_rate0.3")
+    shared = (out / "split.csv").read_text(encoding="utf-8")
+    for name in names:
+        run = out / name
+        assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+        assert (run / "split.csv").read_text(encoding="utf-8") == shared  # identical split
+        speed = json.loads((run / "inference.json").read_text(encoding="utf-8"))
+        assert speed["images_per_s"] > 0 and speed["images"] == 6
+    md = (out / "leaderboard.md").read_text(encoding="utf-8")
+    for name in names:
+        assert f"| {name} | tf_efficientnet_lite0 | two-stage |" in md
+    assert "| baseline: paper | 0.900 | 0.500 | 0.700 |" in md
+    assert (out / "leaderboard.csv").read_text(encoding="utf-8").count("\n") == 6
+    html = (out / "leaderboard.html").read_text(encoding="utf-8")
+    assert f'<a href="{names[0]}/report.html">' in html
+
+    # Re-launch: everything finished is skipped; an interrupted run is cleared and rerun.
+    stamp = (out / names[0] / "metrics.json").stat().st_mtime_ns
+    exp = load_experiment(exp_file)
+    again = run_experiment(exp, out)
+    assert again.trained == [] and again.skipped == names
+    assert (out / names[0] / "metrics.json").stat().st_mtime_ns == stamp
+    (out / names[2] / "metrics.json").unlink()
+    (out / names[2] / "report.html").unlink()
+    third = run_experiment(exp, out)
+    assert third.trained == [names[2]]
+    assert (out / names[2] / "split.csv").read_text(encoding="utf-8") == shared
+    board = build_board(out)
+    assert sorted(c.name for c in board.cells) == sorted(names)
+
+    # The report command rebuilds it all without training.
+    (out / "leaderboard.md").unlink()
+    rebuilt = CliRunner().invoke(app, ["report", str(out), "--no-speed", "-q"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (out / "leaderboard.md").is_file()
