@@ -5,7 +5,7 @@ to do>`` and exit 2; anything unexpected exits 1 with a hint; ``--debug`` shows 
 Nothing in the library imports this package.
 """
 
-from transferlab.cli import serve  # noqa: F401  (registers commands)
+from transferlab.cli import serve, stream  # noqa: F401  (registers commands)
     evaluate,
     export,
     models,

@@ -1,0 +1,194 @@
+"""Classify video frames live: a webcam, a video file or a stream URL, read by OpenCV.
+
+Every ``every``-th frame is classified (the probabilities optionally averaged over the
+last ``smooth`` classified frames); every frame gets the current top label and its
+probability drawn in an opaque band at the top, and goes to a video file or a window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transferlab.backends import Backend
+from transferlab.data.transforms import to_base
+from transferlab.errors import ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+WINDOW = "transferlab"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    every: int = 1  # classify every Nth frame; the label is kept in between
+    smooth: int = 1  # average probabilities over this many classified frames
+    output: Path | None = None  # annotated video; None shows a window
+    max_frames: int | None = None
+    tta: str = "none"
+
+    def check(self) -> StreamOptions:
+        if self.every < 1 or self.smooth < 1:
+            raise ConfigError("--every and --smooth must be at least 1")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError("--max-frames must be at least 1")
+        if self.output is not None and self.output.suffix.lower() not in FOURCC:
+            raise ConfigError(
+                f"--output {self.output}: use one of {', '.join(sorted(FOURCC))} as extension"
+            )
+        return self
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    classified: int = 0
+    seconds: float = 0.0
+    source_fps: float = 0.0
+    output: str | None = None
+    # The frames where the shown label changed, with the new label: a compact timeline.
+    label_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fps": round(self.fps, 2)}
+
+
+def open_source(source: str) -> Any:
+    """A ``cv2.VideoCapture`` for a webcam index ("0"), a file or a URL."""
+    import cv2
+
+    is_camera = source.isdigit()
+    if not is_camera and "://" not in source and not Path(source).exists():
+        raise DatasetError(f"video source not found: {source}")
+    capture = cv2.VideoCapture(int(source) if is_camera else source)
+    if not capture.isOpened():
+        what = f"camera {source}" if is_camera else source
+        raise DatasetError(f"cannot open {what} as a video source; check the index, file or URL")
+    return capture
+
+
+def annotate(frame: np.ndarray, text: str) -> np.ndarray:
+    """Draw ``text`` in an opaque band across the top of a BGR frame (in place)."""
+    import cv2
+
+    height, width = frame.shape[:2]
+    band = max(24, height // 9)
+    scale = max(0.4, band / 40)
+    cv2.rectangle(frame, (0, 0), (width, band), (32, 32, 32), thickness=-1)
+    baseline = int(band * 0.72)
+    cv2.putText(
+        frame,
+        text,
+        (8, baseline),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        2,
+        cv2.LINE_AA,
+    )
+    return frame
+
+
+def classify_frame(backend: Backend, frame: np.ndarray, tta: str = "none") -> torch.Tensor:
+    """One BGR frame -> class probabilities (C,)."""
+    rgb = Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1]))
+    return backend.predict(to_base(rgb, backend.preprocessing)[None], tta)[0]
+
+
+def _writer(path: Path, fps: float, size: tuple[int, int]) -> Any:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter.fourcc(*FOURCC[path.suffix.lower()])
+    writer = cv2.VideoWriter(str(path), fourcc, fps, size)
+    if not writer.isOpened():
+        raise ConfigError(f"cannot write video {path}; try another extension (.mp4, .avi)")
+    return writer
+
+
+def _open_window() -> None:
+    import cv2
+
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise ConfigError(
+            "no window can be shown here (headless OpenCV or no display); "
+            "pass --output annotated.mp4 to write the video instead"
+        ) from None
+
+
+def _show(frame: np.ndarray) -> bool:
+    """Show a frame; False when the user pressed q or Esc."""
+    import cv2
+
+    cv2.imshow(WINDOW, frame)
+    return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+
+def run_stream(
+    backend: Backend,
+    source: str,
+    options: StreamOptions,
+    on_frame: Callable[[StreamStats], None] | None = None,
+) -> StreamStats:
+    """Read ``source`` to the end (or ``max_frames``, or Ctrl-C); annotate every frame."""
+    options.check()
+    capture = open_source(source)
+    stats = StreamStats(source_fps=float(capture.get(5) or 0.0))  # 5: CAP_PROP_FPS
+    recent: deque[torch.Tensor] = deque(maxlen=options.smooth)
+    writer = None
+    text, label = "", None
+    if options.output is None:
+        _open_window()
+    started = time.perf_counter()
+    try:
+        while options.max_frames is None or stats.frames < options.max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if stats.frames % options.every == 0:
+                recent.append(classify_frame(backend, frame, options.tta))
+                probs = torch.stack(list(recent)).mean(0)
+                best = int(probs.argmax())
+                text = f"{backend.class_names[best]}  {float(probs[best]) * 100:.0f}%"
+                stats.classified += 1
+                if backend.class_names[best] != label:
+                    label = backend.class_names[best]
+                    stats.label_changes.append({"frame": stats.frames, "label": label})
+            annotate(frame, text)
+            if options.output is not None:
+                if writer is None:
+                    fps = stats.source_fps if 0 < stats.source_fps < 240 else 25.0
+                    writer = _writer(options.output, fps, (frame.shape[1], frame.shape[0]))
+                writer.write(frame)
+            elif not _show(frame):
+                break
+            stats.frames += 1
+            if on_frame is not None:
+                on_frame(stats)
+    except KeyboardInterrupt:
+        logger.info("interrupted; closing the video")
+    finally:
+        stats.seconds = time.perf_counter() - started
+        capture.release()
+        if writer is not None:
+            writer.release()
+            stats.output = str(options.output)
+    if stats.frames == 0:
+        raise DatasetError(f"no frames could be read from {source}")
+    return stats
