@@ -272,9 +272,14 @@ def test_bad_experiment_files_name_the_key(tmp_path: Path, text: str, message: s
         load_experiment(_exp(tmp_path, text))
 
 
-def test_example_experiment_is_valid() -> None:
-    exp = load_experiment(REPO / "examples" / "experiments" / "ahe-backbones.yaml")
-    assert len(exp.cells) == 6 and exp.baseline == PAPER.resolve()
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (REPO / "examples" / "experiments").glob("*.yaml"))
+)
+def test_example_experiments_are_valid(name: str) -> None:
+    exp = load_experiment(REPO / "examples" / "experiments" / name)
+    assert plan_runs(exp)
+    if name == "ahe-backbones.yaml":
+        assert len(exp.cells) == 6 and exp.baseline == PAPER.resolve()
 
 
 def test_relaunch_guards(tmp_path: Path) -> None:
