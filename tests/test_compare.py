@@ -155,7 +155,7 @@ def test_leaderboard_markdown_and_csv_from_hand_made_rows() -> None:
     assert "| hrnet | 0.800 | 0.700 | 0.925 | 0.808 | -2 | 0.225 |" in md
     lead = md.split("## Per-class F1")[0]
     assert lead.index("| 1 | resnet18 |") < lead.index("| 2 | hrnet |")  # by macro-F1
-    assert "0.700–0.900" in lead and "11.20 M / 0.01 M" in lead and "| 812 |" in lead
+    assert "0.700–0.900" in lead and "11.20 M / 5.1 k" in lead and "| 812 |" in lead
     csv_text = render_csv(board).splitlines()
     header = csv_text[0].split(",")
     first = dict(zip(header, csv_text[1].split(","), strict=False))

@@ -521,13 +521,22 @@ def _check_finished(run: PlannedRun, run_dir: Path) -> None:
         )
 
 
+def _check_models(runs: Sequence[PlannedRun]) -> None:
+    """Fail on an unknown model name before hours of training, not in the middle."""
+    from transferlab.models.registry import resolve_preprocessing
+
+    for name, size in dict.fromkeys((r.config.model.name, r.config.model.image_size) for r in runs):
+        resolve_preprocessing(name, size)
+
+
 def _finish(run_dir: Path, measure: bool) -> None:
     """Time inference and write the run's report, unless done before."""
     from transferlab.report.run_report import REPORT_HTML, write_run_report
 
-    if measure and not (run_dir / "inference.json").is_file():
+    measured = measure and not (run_dir / "inference.json").is_file()
+    if measured:
         measure_inference(run_dir)
-    if not (run_dir / REPORT_HTML).is_file():
+    if measured or not (run_dir / REPORT_HTML).is_file():  # the report shows the speed too
         write_run_report(run_dir)
 
 
@@ -542,8 +551,9 @@ def run_experiment(
     from transferlab.trackers import finish_run
 
     check_baseline(exp)
-    out.mkdir(parents=True, exist_ok=True)
     runs = plan_runs(exp)
+    _check_models(runs)
+    out.mkdir(parents=True, exist_ok=True)
     _write_plan(exp, out, runs)
     trained, skipped = [], []
     for i, run in enumerate(runs, start=1):

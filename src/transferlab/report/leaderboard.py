@@ -243,7 +243,9 @@ def _ci_text(ci: Sequence[float] | None) -> str:
 
 
 def _millions(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:.2f} M"
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n / 1e3:.1f} k" if n >= 1000 else str(n)
 
 
 def _seconds(s: float | None) -> str:
@@ -597,7 +599,8 @@ def _notes(
         else "each run's own split"
     )
     notes.append(
-        f"{sum(c.seeds for c in cells)} runs in {len(cells)} configurations on {split}; "
+        f"{sum(c.seeds for c in cells)} runs in {len(cells)} configuration"
+        f"{'s' if len(cells) > 1 else ''} on {split}; "
         f"evaluated on the {m.get('split', '?')} split ({m.get('num_images', '?')} images)"
     )
     if missing:
