@@ -1,5 +1,6 @@
 """Backbones by name, their weights and their preprocessing."""
 
+import transferlab.models.custom  # noqa: F401  (registers the custom CNNs in timm)
 from transferlab.models.registry import (
     ModelInfo,
     create_model,
