@@ -176,7 +176,7 @@ def _bundle_onnx(bundle_dir: Path, threads: int | None) -> OnnxBackend:
     with tempfile.TemporaryDirectory(prefix="transferlab-onnx-") as tmp:
         path = Path(tmp) / ONNX_FILE
         export_onnx(bundle, path, {"weights_sha256": digest})
-        return OnnxBackend(kept, threads, model_bytes=path.read_bytes())
+        return OnnxBackend(bundle_dir, threads, model_bytes=path.read_bytes())
 
 
 def load_backend(path: Path, backend: str | None = None, threads: int | None = None) -> Backend:

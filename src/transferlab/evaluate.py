@@ -97,7 +97,7 @@ def load_eval_set(
         )
     images, skipped = decode_all(samples, backend.class_names, backend.preprocessing, 4096)
     if not len(images):
-        raise DatasetError(f"no readable images to evaluate in {data}")
+        raise DatasetError(f"no readable images to evaluate in {data or described}")
     return images, described, skipped
 
 
