@@ -69,8 +69,9 @@ class Schedule:
             max_lrs = [g["lr"] for g in opt.param_groups]
             self.batch = OneCycleLR(opt, max_lr=max_lrs, total_steps=total)
         else:
-            base = _factor(cfg, total, per_epoch)
-            self.batch = LambdaLR(opt, lambda step: base(step) * self.scale)
+            self.base = _factor(cfg, total, per_epoch)
+            self.batch = LambdaLR(opt, lambda step: self.base(step) * self.scale)
+        self.opt = opt
 
     def step_batch(self) -> None:
         self.batch.step()
@@ -88,6 +89,10 @@ class Schedule:
             if self.bad_epochs > self.cfg.plateau_patience:
                 self.scale *= self.cfg.gamma
                 self.bad_epochs = 0
+                # Apply now, not at the next batch step.
+                factor = self.base(self.batch.last_epoch) * self.scale
+                for group, base_lr in zip(self.opt.param_groups, self.batch.base_lrs, strict=True):
+                    group["lr"] = base_lr * factor
 
     def state_dict(self) -> dict[str, Any]:
         return {
