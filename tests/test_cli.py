@@ -45,11 +45,6 @@ RUN_FILES = {
 }
 
 
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    """A bug in code this suite does not own: the test states the right behaviour."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def transferlab(*args: object, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a fresh interpreter; never touches the network."""
     return subprocess.run(
@@ -149,10 +144,6 @@ def test_train_names_every_unreadable_file(run: Run, dataset: Dataset) -> None:
 
 
 @pytest.mark.slow
-@known_bug(
-    "pipeline.prepare_split warns once for files discover() skipped (unknown "
-    "extension) and decode_all warns again for files that fail to decode: two warnings",
-)
 def test_train_warns_once_about_unreadable_files(run: Run, dataset: Dataset) -> None:
     warnings = [ln for ln in run.proc.stderr.splitlines() if ln.startswith("warning: skipped")]
     assert len(warnings) == 1, warnings
@@ -267,10 +258,6 @@ def test_rerun_from_config_and_split_file_is_identical(run: Run, rerun: Run) -> 
 
 
 @pytest.mark.slow
-@known_bug(
-    "pipeline.train_run resolves data.path in config.yaml but writes data.split_file "
-    "as typed, so a config.yaml made with a relative --split-file breaks --config elsewhere",
-)
 def test_config_yaml_split_file_works_from_any_folder(workdir: Path, rerun: Run) -> None:
     cfg = yaml.safe_load((rerun.path / "config.yaml").read_text(encoding="utf-8"))
     assert Path(cfg["data"]["split_file"]).resolve() == (workdir / "run" / "split.csv").resolve()
@@ -325,10 +312,6 @@ def test_predict_text_all_classes(run: Run, dataset: Dataset) -> None:
 
 
 @pytest.mark.slow
-@known_bug(
-    "cli/predict.py prints f'{path}\\t{ranked}' through rich's Console, which expands "
-    "the tab to spaces, so the output cannot be split on the tab when paths hold spaces",
-)
 def test_predict_text_separates_path_and_classes_by_a_tab(run: Run, dataset: Dataset) -> None:
     code, out, _ = invoke("predict", run.path, dataset.root / "apse" / AWKWARD_NAME)
     assert code == 0
@@ -407,15 +390,11 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-HELP_BUGS = {
-    "train": "cli/train.py: the DATA help 'train/val[/test] folders' is read as rich markup; "
-    "'transferlab train --help' dies with MarkupError: closing tag '[/test]'",
-}
 
 
 @pytest.mark.parametrize(
     "command",
-    [pytest.param(c, marks=known_bug(HELP_BUGS[c])) if c in HELP_BUGS else c for c in COMMANDS],
+    COMMANDS,
 )
 def test_every_command_help_has_examples(command: str) -> None:
     code, out, _ = invoke(command, "--help")

@@ -65,10 +65,16 @@ def _warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
 
 
 def decode_all(
-    samples: list[Sample], class_names: list[str], prep: Preprocessing, budget_mb: int
+    samples: list[Sample],
+    class_names: list[str],
+    prep: Preprocessing,
+    budget_mb: int,
+    warn: bool = True,
 ) -> tuple[ImageSet, list[tuple[Path, str]]]:
+    """Decode ``samples`` once; unreadable files are returned (and warned about) as skipped."""
     loaded = load_images(samples, {c: i for i, c in enumerate(class_names)}, prep, budget_mb)
-    _warn_skipped(loaded.skipped)
+    if warn:
+        _warn_skipped(loaded.skipped)
     return loaded.images, loaded.skipped
 
 
@@ -96,9 +102,8 @@ def prepare_split(
     else:
         found = discover(cfg.data.path)
         samples, found_skipped = found.samples, found.skipped
-    _warn_skipped(found_skipped)
     class_names = sorted({s.label for s in samples})
-    images, bad = decode_all(samples, class_names, prep, cfg.data.memory_cache_mb)
+    images, bad = decode_all(samples, class_names, prep, cfg.data.memory_cache_mb, warn=False)
     bad_paths = {p for p, _ in bad}
     good = [s for s in samples if s.path not in bad_paths]
     if cfg.data.split_file:
@@ -109,7 +114,9 @@ def prepare_split(
         split = stratified_split(
             good, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
         )
-    return split, _by_split(images, split), [*found_skipped, *bad]
+    skipped = [*found_skipped, *bad]
+    _warn_skipped(skipped)
+    return split, _by_split(images, split), skipped
 
 
 def _check_out_dir(out: Path) -> None:
@@ -167,7 +174,15 @@ def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> 
     setup = _setup(cfg)
     resolved = dataclasses.replace(
         cfg,
-        data=dataclasses.replace(cfg.data, path=str(Path(cfg.data.path).expanduser().resolve())),
+        data=dataclasses.replace(
+            cfg.data,
+            path=str(Path(cfg.data.path).expanduser().resolve()),
+            split_file=(
+                str(Path(cfg.data.split_file).expanduser().resolve())
+                if cfg.data.split_file
+                else None
+            ),
+        ),
         model=dataclasses.replace(cfg.model, image_size=setup.prep.input_size),
     )
     resolved.to_yaml(out / "config.yaml")

@@ -84,6 +84,7 @@ def predict(
                 ranked = "  ".join(
                     f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probabilities, strict=True)
                 )
-                out.print(f"{r.path}\t{ranked}", highlight=False, soft_wrap=True)
+                # Plain write: rich would expand the tab that scripts split on.
+                out.file.write(f"{r.path}\t{ranked}\n")
         if any(r.error for r in results):
             raise typer.Exit(1)

@@ -58,7 +58,7 @@ Opt = typer.Option
 def train(
     data: Annotated[
         Path | None,
-        typer.Argument(help="Class folders, train/val[/test] folders, or a path,label CSV."),
+        typer.Argument(help="Class folders, train/ + val/ (+ test/) folders, or a path,label CSV."),
     ] = None,
     out_dir: Annotated[Path | None, Opt("--out", help="Run folder to create.")] = None,
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run folder.")] = None,
