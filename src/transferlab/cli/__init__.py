@@ -5,11 +5,16 @@ to do>`` and exit 2; anything unexpected exits 1 with a hint; ``--debug`` shows 
 Nothing in the library imports this package.
 """
 
-from transferlab.cli import serve, stream  # noqa: F401  (registers commands)
+import transferlab.cli.lr_find  # noqa: F401  (registers lr-find)
+from transferlab.cli import (  # noqa: F401  (registers commands)
+    compare,
     evaluate,
     export,
     models,
     predict,
+    report,
+    serve,
+    stream,
     train,
 )
 from transferlab.cli._common import app

@@ -1,0 +1,83 @@
+"""`transferlab lr-find`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transferlab.cli._common import Debug, Quiet, app, guard, out, setup_logging
+
+LR_FIND_EXAMPLES = """
+[bold]Examples[/bold]
+
+  transferlab lr-find examples/ahe-mini --out runs/lr-find
+  transferlab lr-find photos/ --model convnet2 --weights none --image-size 64 --steps 60
+  transferlab lr-find photos/ --model tv/resnet18 --start-lr 1e-6 --end-lr 1 --batch-size 16
+
+The suggestion is the LR of the steepest fall of the smoothed loss before its minimum,
+at most a tenth of the LR at the minimum: never the point where training diverged.
+"""
+
+
+@app.command("lr-find", epilog=LR_FIND_EXAMPLES)
+def lr_find(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Class folders, train/ + val/ (+ test/) folders, or a path,label CSV."),
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default tf_efficientnet_lite0).")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet | none | PATH to weights or a bundle.")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size in pixels (default: the model's).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    start_lr: Annotated[float, typer.Option(help="First learning rate tried.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="Last learning rate tried.")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Mini-batches (LR steps) at most.")] = 100,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for lr_find.csv and lr_find.png.")
+    ] = Path("lr-find"),
+    seed: Annotated[int | None, typer.Option(help="Seed for split, init and batches.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """LR range test: raise the LR exponentially over mini-batches, plot the loss, suggest an LR."""
+    setup_logging(quiet, debug)
+    with guard(debug):
+        from transferlab.config import from_dict
+        from transferlab.lr_find import check_range, find_lr, write_csv, write_plot
+
+        check_range(start_lr, end_lr, steps)
+        overrides = {
+            "data.path": str(data),
+            "model.name": model,
+            "model.weights": weights,
+            "model.image_size": image_size,
+            "train.batch_size": batch_size,
+            "train.seed": seed,
+            "train.device": device,
+        }
+        cfg = from_dict({}, overrides)
+        result, ctx = find_lr(cfg, start_lr, end_lr, steps)
+        csv_path = write_csv(result, out_dir / "lr_find.csv")
+        title = f"LR range test: {ctx['model']} ({ctx['weights']}), {ctx['image_size']} px"
+        png_path = write_plot(result, out_dir / "lr_find.png", title)
+        s = result.suggestion
+        diverged = f"{s.diverged_lr:.2e}" if s.diverged_lr is not None else "not reached"
+        if not quiet:
+            out.print(
+                f"{len(result.lrs)} steps on {ctx['train_images']} training images; "
+                f"loss minimum at lr {s.min_loss_lr:.2e}, diverged at {diverged}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            out.print(f"rule: {s.reason}", highlight=False, soft_wrap=True)
+            out.print(f"curve: {csv_path}, plot: {png_path}", highlight=False, soft_wrap=True)
+        out.print(f"suggested lr: {s.lr:.2e}", highlight=False)

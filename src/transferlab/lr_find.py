@@ -1,0 +1,330 @@
+"""The learning-rate range test (Smith 2015, fastai's ``lr_find``), with a robust suggestion.
+
+The loop (:func:`lr_range_test`) trains the whole network for ``steps`` mini-batches while
+the learning rate grows exponentially from ``start_lr`` to ``end_lr``, records the loss,
+smooths it with a bias-corrected exponential moving average and stops once the smoothed
+loss exceeds ``divergence`` (4) times its minimum, or turns NaN/inf. The model, optimizer
+and RNG state are put back afterwards.
+
+The suggestion (:func:`suggest_lr`, a pure function of the curve) never recommends the
+divergence point. The rule:
+
+1. only the curve up to the minimum of the smoothed loss counts (``lr_min`` is its LR);
+2. candidate: the LR where the smoothed loss falls fastest against ``log10(lr)``
+   (most negative ``np.gradient``) within that part;
+3. the suggestion is that LR clamped to at most ``lr_min / 10`` (``lr_min / 10`` when the
+   loss never fell), one decade below the minimum, which itself lies below divergence.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.config import RunConfig
+from transferlab.data.store import ImageSet, iterate_batches
+from transferlab.data.transforms import Preprocessing, train_batch
+from transferlab.engine import resolve_device
+from transferlab.errors import ConfigError
+from transferlab.models.registry import create_model, resolve_preprocessing
+from transferlab.pipeline import prepare_split, seed_everything
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LRSuggestion:
+    lr: float  # the recommendation
+    min_loss_lr: float  # LR at the minimum of the smoothed loss
+    steepest_lr: float | None  # LR of the steepest descent before the minimum, if any
+    diverged_lr: float | None  # first LR whose smoothed loss exceeded divergence x minimum
+    reason: str
+
+
+@dataclass(frozen=True)
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # raw mini-batch losses
+    smoothed: list[float]
+    suggestion: LRSuggestion
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"step": i, "lr": lr, "loss": loss, "smoothed_loss": s}
+            for i, (lr, loss, s) in enumerate(
+                zip(self.lrs, self.losses, self.smoothed, strict=True)
+            )
+        ]
+
+
+def check_range(start_lr: float, end_lr: float, steps: int) -> None:
+    if not start_lr > 0:
+        raise ConfigError(f"--start-lr must be > 0, got {start_lr}")
+    if not end_lr > start_lr:
+        raise ConfigError(f"--end-lr ({end_lr}) must be larger than --start-lr ({start_lr})")
+    if steps < 5:
+        raise ConfigError(f"--steps must be at least 5 for a usable curve, got {steps}")
+
+
+def lr_schedule(start_lr: float, end_lr: float, steps: int) -> list[float]:
+    """``steps`` learning rates, evenly spaced in log space from ``start_lr`` to ``end_lr``."""
+    ratio = end_lr / start_lr
+    return [start_lr * ratio ** (i / max(1, steps - 1)) for i in range(steps)]
+
+
+def smooth_losses(losses: list[float], beta: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average (as fastai's recorder)."""
+    avg, out = 0.0, []
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def _finite_prefix(values: list[float]) -> int:
+    return next((i for i, v in enumerate(values) if not math.isfinite(v)), len(values))
+
+
+def _diverged_at(lrs: list[float], smoothed: list[float], divergence: float) -> float | None:
+    best = math.inf
+    for lr, s in zip(lrs, smoothed, strict=True):
+        if not math.isfinite(s) or s > divergence * best:
+            return lr
+        best = min(best, s)
+    return None
+
+
+def suggest_lr(lrs: list[float], smoothed: list[float], divergence: float = 4.0) -> LRSuggestion:
+    """The suggestion from a (smoothed) loss curve; the rule is in the module docstring."""
+    if len(lrs) != len(smoothed):
+        raise ValueError("lrs and smoothed must have the same length")
+    n = _finite_prefix(smoothed)
+    if n == 0:
+        raise ConfigError("the loss was not finite from the first step; lower --start-lr")
+    diverged = _diverged_at(lrs, smoothed, divergence)
+    xs, ys = np.log10(np.asarray(lrs[:n])), np.asarray(smoothed[:n])
+    i_min = int(np.argmin(ys))
+    lr_min, cap = float(lrs[i_min]), float(lrs[i_min]) / 10
+    steepest = None
+    if i_min >= 2:
+        slopes = np.gradient(ys[: i_min + 1], xs[: i_min + 1])
+        i_steep = int(np.argmin(slopes))
+        if slopes[i_steep] < 0:
+            steepest = float(lrs[i_steep])
+    if steepest is None:
+        reason = "the loss did not fall before its minimum: minimum LR / 10"
+        lr = cap
+    elif steepest <= cap:
+        reason = "steepest descent of the smoothed loss"
+        lr = steepest
+    else:
+        reason = "steepest descent was too close to the minimum: minimum LR / 10"
+        lr = cap
+    if i_min == n - 1 and diverged is None:
+        reason += " (the loss was still falling at --end-lr; a higher --end-lr may help)"
+    return LRSuggestion(lr, lr_min, steepest, diverged, reason)
+
+
+def _set_lrs(opt: torch.optim.Optimizer, lr: float, ratios: list[float]) -> None:
+    for group, ratio in zip(opt.param_groups, ratios, strict=True):
+        group["lr"] = lr * ratio
+
+
+@dataclass
+class _Saved:
+    model: dict[str, torch.Tensor]
+    flags: dict[str, bool]
+    training: bool
+    optimizer: dict[str, Any] | None
+    rng: torch.Tensor
+
+    @classmethod
+    def take(cls, model: nn.Module, opt: torch.optim.Optimizer | None) -> _Saved:
+        return cls(
+            model={k: v.detach().clone() for k, v in model.state_dict().items()},
+            flags={n: p.requires_grad for n, p in model.named_parameters()},
+            training=model.training,
+            optimizer=copy.deepcopy(opt.state_dict()) if opt is not None else None,
+            rng=torch.get_rng_state(),
+        )
+
+    def restore(self, model: nn.Module, opt: torch.optim.Optimizer | None) -> None:
+        model.load_state_dict(self.model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(self.flags[name])
+        model.train(self.training)
+        if opt is not None and self.optimizer is not None:
+            opt.load_state_dict(self.optimizer)
+        torch.set_rng_state(self.rng)
+
+
+def lr_range_test(
+    model: nn.Module,
+    batches: Iterator[Batch],
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    beta: float = 0.9,
+    divergence: float = 4.0,
+) -> LRFindResult:
+    """Run the range test on ``batches`` (an endless iterator of inputs and targets).
+
+    Every parameter trains; without ``optimizer`` it is AdamW without weight decay. A
+    given optimizer keeps the ratios between its parameter groups' learning rates (the
+    largest group follows the schedule). Model, optimizer and RNG state are restored.
+    """
+    check_range(start_lr, end_lr, steps)
+    device = next(model.parameters()).device
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    saved = _Saved.take(model, optimizer)
+    try:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        opt = optimizer or torch.optim.AdamW(model.parameters(), lr=start_lr, weight_decay=0.0)
+        top = max(g["lr"] for g in opt.param_groups)
+        ratios = [g["lr"] / top if top > 0 else 1.0 for g in opt.param_groups]
+        model.train()
+        lrs, losses = _range_loop(
+            model,
+            opt,
+            batches,
+            lr_schedule(start_lr, end_lr, steps),
+            ratios,
+            loss_fn,
+            device,
+            beta,
+            divergence,
+        )
+    finally:
+        saved.restore(model, optimizer)
+    smoothed = smooth_losses(losses, beta)
+    return LRFindResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed, divergence))
+
+
+def _range_loop(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: Iterator[Batch],
+    schedule: list[float],
+    ratios: list[float],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+    beta: float,
+    divergence: float,
+) -> tuple[list[float], list[float]]:
+    lrs: list[float] = []
+    losses: list[float] = []
+    avg, best = 0.0, math.inf
+    for step, lr in enumerate(schedule):
+        x, y = next(batches)
+        _set_lrs(opt, lr, ratios)
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        value = float(loss.detach())
+        lrs.append(lr)
+        losses.append(value)
+        if not math.isfinite(value):
+            logger.info("loss became %s at lr %.3g; stopping", value, lr)
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        avg = beta * avg + (1 - beta) * value
+        smoothed = avg / (1 - beta ** (step + 1))
+        best = min(best, smoothed)
+        if smoothed > divergence * best:
+            logger.info("smoothed loss passed %gx its minimum at lr %.3g; stopping", divergence, lr)
+            break
+    return lrs, losses
+
+
+def image_batches(
+    data: ImageSet, prep: Preprocessing, batch_size: int, device: torch.device, seed: int = 0
+) -> Iterator[Batch]:
+    """Endless augmented training batches (random resized crop + flip), reshuffled each pass."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        for x, y in iterate_batches(data, batch_size, shuffle=True, generator=gen):
+            yield train_batch(x.to(device), prep, gen), y
+
+
+def find_lr(
+    cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100
+) -> tuple[LRFindResult, dict[str, Any]]:
+    """The range test on ``cfg``'s data (train split) and model; returns the result and context."""
+    check_range(start_lr, end_lr, steps)
+    prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
+    split, sets, _ = prepare_split(cfg, prep)
+    seed_everything(cfg.train.seed)
+    model, source = create_model(
+        cfg.model.name, len(split.classes), cfg.model.weights, cfg.model.drop_rate
+    )
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    batches = image_batches(sets["train"], prep, cfg.train.batch_size, device, cfg.train.seed)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    result = lr_range_test(model, batches, start_lr, end_lr, steps, loss_fn=loss_fn)
+    context = {
+        "model": cfg.model.name,
+        "weights": source,
+        "image_size": prep.input_size,
+        "batch_size": cfg.train.batch_size,
+        "train_images": len(sets["train"]),
+    }
+    return result, context
+
+
+def write_csv(result: LRFindResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "lr", "loss", "smoothed_loss"])
+        writer.writeheader()
+        for row in result.rows():
+            writer.writerow({k: f"{v:.8g}" if isinstance(v, float) else v for k, v in row.items()})
+    return path
+
+
+def write_plot(result: LRFindResult, path: Path, title: str = "LR range test") -> Path:
+    """Loss against learning rate (log axis), the suggestion and the minimum marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    s = result.suggestion
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="mini-batch loss")
+        ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
+        ax.axvline(s.lr, color="C2", ls="--", label=f"suggestion {s.lr:.2e}")
+        ax.axvline(s.min_loss_lr, color="C1", ls=":", label=f"minimum {s.min_loss_lr:.2e}")
+        if s.diverged_lr is not None:
+            ax.axvline(s.diverged_lr, color="C3", ls=":", label=f"diverged {s.diverged_lr:.2e}")
+        finite = [v for v in result.smoothed if math.isfinite(v)]
+        if finite:
+            low, first = min(finite), finite[0]
+            ax.set_ylim(low - 0.1 * abs(low), max(first, low) * 1.5 + 1e-9)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.set_title(title)
+        ax.legend(loc="upper left", fontsize=8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
