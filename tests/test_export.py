@@ -104,6 +104,7 @@ def test_parity_failure_is_loud_and_leaves_no_file(
     assert not Path(victim).exists()
 
 
+@pytest.mark.slow
 def test_torchscript_export_with_metadata(run: Path, tmp_path: Path) -> None:
     report = export_model(run, ExportOptions("torchscript", tmp_path / "m.pt"))
     assert report.parity_max_abs_diff is not None
