@@ -465,6 +465,7 @@ def _write_plan(exp: Experiment, out: Path, runs: Sequence[PlannedRun]) -> None:
         "name": exp.name,
         "experiment_file": str(exp.path.resolve()),
         "dataset": str(exp.dataset),
+        "split_file": str(exp.split_file) if exp.split_file else None,
         "repeats": exp.repeats,
         "baseline": baseline,
         "baseline_name": baseline_name,

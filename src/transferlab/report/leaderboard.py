@@ -593,11 +593,12 @@ def _notes(
     notes = []
     if plan.get("dataset"):
         notes.append(f"dataset: {plan['dataset']}")
-    split = (
-        "the identical split (split.csv)"
-        if (out / "split.csv").is_file()
-        else "each run's own split"
-    )
+    if plan.get("split_file"):
+        split = f"the identical split ({Path(plan['split_file']).name})"
+    elif (out / "split.csv").is_file():
+        split = "the identical split (split.csv)"
+    else:
+        split = "each run's own split"
     notes.append(
         f"{sum(c.seeds for c in cells)} runs in {len(cells)} configuration"
         f"{'s' if len(cells) > 1 else ''} on {split}; "

@@ -93,7 +93,7 @@ def quality_curves(
     ax.plot(epochs, accuracy, "o-", color=BLUE, label="val accuracy")
     ax.plot(epochs, macro_f1, "s-", color=GREEN, label="val macro-F1")
     ax.set(xlabel="epoch", ylabel="score", title="Validation accuracy and macro-F1", ylim=(0, 1.05))
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return to_png(fig)
 
 
