@@ -26,7 +26,7 @@ COMPARE_EXAMPLES = """
     model: {image_size: 96}
     train: {epochs: 2, warmup_epochs: 2}
   axes:                           # every combination of these dotted config keys
-    model.name: [tf_efficientnet_lite0, tf_efficientnet_lite1]
+    model.name: \\[tf_efficientnet_lite0, tf_efficientnet_lite1]
     train.lr: [0.001, 0.0003]
   runs:                           # optional explicit runs, crossed with the axes
     - {name: scratch, train.strategy: scratch}
