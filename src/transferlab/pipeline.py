@@ -284,7 +284,20 @@ def _fit_and_finish(
         },
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8")
+    _write_report(out)
     return RunResult(out, metrics)
+
+
+def _write_report(out: Path) -> None:
+    """The HTML report; a failure here must not lose the finished run."""
+    from transferlab.report import write_run_report
+
+    try:
+        write_run_report(out)
+    except Exception as exc:  # the run is saved; say so and how to retry
+        logger.warning(
+            "could not write the report (%s); retry with 'transferlab report %s'", exc, out
+        )
 
 
 def evaluate_images(

@@ -32,6 +32,7 @@ TRAIN_EXAMPLES = """
       --milestones 10,20 --epochs 30
   transferlab train photos/ --out runs/aug --augment strong --class-weights auto
   transferlab train photos/ --out runs/bal --sampler balanced --early-stopping 3
+  transferlab train photos/ --out runs/tb --logger tensorboard --logger mlflow
 
 [bold]Resume and shared starting points[/bold]
 
@@ -103,6 +104,9 @@ def train(
     test_fraction: Annotated[float | None, Opt(help="Share of each class for test.")] = None,
     split_file: Annotated[Path | None, Opt(help="Reuse a run's split.csv.")] = None,
     precision: Annotated[str | None, Opt(help="fp32 | bf16 (autocast).")] = None,
+    logger: Annotated[
+        list[str] | None, Opt("--logger", help="tensorboard | mlflow | csv (repeatable).")
+    ] = None,
     device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -115,16 +119,19 @@ def train(
         from transferlab.errors import ConfigError
         from transferlab.pipeline import resume_run, train_run
         from transferlab.progress import EpochLogger, ProgressBar
+        from transferlab.trackers import make_loggers
 
         callbacks: list[Callback] = [EpochLogger()]
         if err.is_terminal and not quiet:
             callbacks.append(ProgressBar(err))
         if resume is not None:
+            callbacks += make_loggers(logger or [], resume)
             result = resume_run(resume, callbacks)
             out_dir = resume
         else:
             if data is None or out_dir is None:
                 raise ConfigError("give DATA and --out RUN (or --resume RUN to continue a run)")
+            callbacks += make_loggers(logger or [], out_dir)
             raw: dict[str, Any] = load_yaml(config) if config else {}
             overrides = {
                 "data.path": str(data),
