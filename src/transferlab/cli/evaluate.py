@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, guard, out, print_metrics, setup_logging
-from transferlab.cli.predict import BackendOption, TtaOption
+from transferlab.cli.predict import BackendOption, ModelArgument, TtaOption
 
 EVALUATE_EXAMPLES = """
 [bold]Examples[/bold]
@@ -32,9 +32,7 @@ def tta_line(tta: dict[str, Any]) -> str:
 
 @app.command(epilog=EVALUATE_EXAMPLES)
 def evaluate(
-    model: Annotated[
-        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
-    ],
+    model: ModelArgument,
     data: Annotated[Path, typer.Option("--data", help="Labelled images in any supported layout.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write metrics.json here.")] = None,
     split: Annotated[

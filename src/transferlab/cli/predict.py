@@ -20,6 +20,9 @@ PREDICT_EXAMPLES = """
   transferlab predict model.onnx photos/
 """
 
+ModelArgument = Annotated[
+    Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
+]
 BackendOption = Annotated[
     str | None,
     typer.Option(
@@ -39,9 +42,7 @@ TtaOption = Annotated[
 
 @app.command(epilog=PREDICT_EXAMPLES)
 def predict(
-    model: Annotated[
-        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
-    ],
+    model: ModelArgument,
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show.")] = 3,
     tta: TtaOption = "none",

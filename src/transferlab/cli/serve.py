@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, err, guard, setup_logging
-from transferlab.cli.predict import BackendOption, TtaOption
+from transferlab.cli.predict import BackendOption, ModelArgument, TtaOption
 
 SERVE_EXAMPLES = """
 [bold]Examples[/bold]
@@ -36,9 +35,7 @@ def _is_loopback(host: str) -> bool:
 
 @app.command(epilog=SERVE_EXAMPLES)
 def serve(
-    model: Annotated[
-        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
-    ],
+    model: ModelArgument,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     backend: BackendOption = None,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
-from transferlab.cli.predict import BackendOption, TtaOption
+from transferlab.cli.predict import BackendOption, ModelArgument, TtaOption
 
 STREAM_EXAMPLES = """
 [bold]Examples[/bold]
@@ -26,9 +26,7 @@ display pass --output. Ctrl-C stops and keeps what was written.
 
 @app.command(epilog=STREAM_EXAMPLES)
 def stream(
-    model: Annotated[
-        Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
-    ],
+    model: ModelArgument,
     source: Annotated[
         str, typer.Option("--source", help="Webcam index (0, 1, ...), a video file or a URL.")
     ],
