@@ -257,6 +257,7 @@ def _fit_and_finish(
         "train_seconds": round(result.seconds, 2),
         "phases": result.phases,
         "parameters": total,
+        "trainable_parameters": max((p["trainable_parameters"] for p in result.phases), default=0),
         "images": {k: len(v) for k, v in sets.items()},
         "evaluated_on": eval_split,
     }

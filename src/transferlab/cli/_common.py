@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from transferlab.errors import TransferlabError
 
@@ -57,7 +58,7 @@ def guard(debug: bool) -> Iterator[None]:
     except TransferlabError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -68,7 +69,7 @@ def guard(debug: bool) -> Iterator[None]:
         if debug:
             raise
         err.print(
-            f"[red]error:[/red] unexpected {exc.__class__.__name__}: {exc} "
+            f"[red]error:[/red] unexpected {exc.__class__.__name__}: {escape(str(exc))} "
             "(rerun with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,

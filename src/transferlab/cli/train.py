@@ -119,7 +119,7 @@ def train(
         from transferlab.errors import ConfigError
         from transferlab.pipeline import resume_run, train_run
         from transferlab.progress import EpochLogger, ProgressBar
-        from transferlab.trackers import make_loggers
+        from transferlab.trackers import finish_run, make_loggers
 
         callbacks: list[Callback] = [EpochLogger()]
         if err.is_terminal and not quiet:
@@ -170,6 +170,7 @@ def train(
                 "augment.preset": augment,
             }
             result = train_run(from_dict(raw, overrides), out_dir, callbacks)
+        finish_run(callbacks, result.metrics)
         print_metrics(result.metrics, f"{result.metrics['split']} split", quiet)
         if not quiet:
             out.print(f"run saved to [bold]{out_dir}[/bold]; model bundle in {out_dir / 'model'}")
