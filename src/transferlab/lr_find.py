@@ -10,8 +10,11 @@ The suggestion (:func:`suggest_lr`, a pure function of the curve) never recommen
 divergence point. The rule:
 
 1. only the curve up to the minimum of the smoothed loss counts (``lr_min`` is its LR);
-2. candidate: the LR where the smoothed loss falls fastest against ``log10(lr)``
-   (most negative ``np.gradient``) within that part;
+   the first 10 points (at most a fifth of the curve) are left out of both steps, as the
+   moving average has seen too few batches there to be trusted;
+2. candidate: the LR where the smoothed loss falls fastest against ``log10(lr)`` within
+   that part, the slope taken across half a decade of LR (a central difference over
+   +-1/4 decade) so that batch-to-batch jitter does not win;
 3. the suggestion is that LR clamped to at most ``lr_min / 10`` (``lr_min / 10`` when the
    loss never fell), one decade below the minimum, which itself lies below divergence.
 """
@@ -36,8 +39,8 @@ from transferlab.data.store import ImageSet, iterate_batches
 from transferlab.data.transforms import Preprocessing, train_batch
 from transferlab.engine import resolve_device
 from transferlab.errors import ConfigError
-from transferlab.models.registry import create_model, resolve_preprocessing
-from transferlab.pipeline import prepare_split, seed_everything
+from transferlab.optim import build_optimizer
+from transferlab.pipeline import _setup, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +109,22 @@ def _diverged_at(lrs: list[float], smoothed: list[float], divergence: float) -> 
     return None
 
 
-def suggest_lr(lrs: list[float], smoothed: list[float], divergence: float = 4.0) -> LRSuggestion:
-    """The suggestion from a (smoothed) loss curve; the rule is in the module docstring."""
+def _half_window(xs: np.ndarray, decades: float = 0.25) -> int:
+    """Points in ``decades`` of log10(lr) at the curve's mean spacing (at least 1)."""
+    if len(xs) < 2:
+        return 1
+    step = (xs[-1] - xs[0]) / (len(xs) - 1)
+    return max(1, round(decades / step)) if step > 0 else 1
+
+
+def suggest_lr(
+    lrs: list[float], smoothed: list[float], divergence: float = 4.0, skip_start: int = 10
+) -> LRSuggestion:
+    """The suggestion from a (smoothed) loss curve; the rule is in the module docstring.
+
+    The first ``skip_start`` points (at most a fifth of the curve), where the moving
+    average has seen too few batches to be trusted, are neither minimum nor steepest point.
+    """
     if len(lrs) != len(smoothed):
         raise ValueError("lrs and smoothed must have the same length")
     n = _finite_prefix(smoothed)
@@ -115,14 +132,19 @@ def suggest_lr(lrs: list[float], smoothed: list[float], divergence: float = 4.0)
         raise ConfigError("the loss was not finite from the first step; lower --start-lr")
     diverged = _diverged_at(lrs, smoothed, divergence)
     xs, ys = np.log10(np.asarray(lrs[:n])), np.asarray(smoothed[:n])
-    i_min = int(np.argmin(ys))
+    skip = min(skip_start, n // 5)
+    i_min = skip + int(np.argmin(ys[skip:]))
     lr_min, cap = float(lrs[i_min]), float(lrs[i_min]) / 10
     steepest = None
-    if i_min >= 2:
-        slopes = np.gradient(ys[: i_min + 1], xs[: i_min + 1])
-        i_steep = int(np.argmin(slopes))
-        if slopes[i_steep] < 0:
-            steepest = float(lrs[i_steep])
+    half = min(_half_window(xs), (i_min - skip) // 2)
+    if half >= 1:
+        head_x, head_y = xs[skip : i_min + 1], ys[skip : i_min + 1]
+        slopes = (head_y[2 * half :] - head_y[: -2 * half]) / (
+            head_x[2 * half :] - head_x[: -2 * half]
+        )
+        k = int(np.argmin(slopes))
+        if slopes[k] < 0:
+            steepest = float(lrs[skip + k + half])
     if steepest is None:
         reason = "the loss did not fall before its minimum: minimum LR / 10"
         lr = cap
@@ -264,25 +286,28 @@ def image_batches(
 def find_lr(
     cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100
 ) -> tuple[LRFindResult, dict[str, Any]]:
-    """The range test on ``cfg``'s data (train split) and model; returns the result and context."""
+    """The range test on ``cfg``'s train split, model (head, kwargs) and optimizer.
+
+    Returns the result and a summary of what was tested.
+    """
     check_range(start_lr, end_lr, steps)
-    prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
-    split, sets, _ = prepare_split(cfg, prep)
-    seed_everything(cfg.train.seed)
-    model, source = create_model(
-        cfg.model.name, len(split.classes), cfg.model.weights, cfg.model.drop_rate
-    )
+    cfg = resolve_config(cfg)
+    setup = _setup(cfg)
     device = resolve_device(cfg.train.device)
-    model.to(device)
-    batches = image_batches(sets["train"], prep, cfg.train.batch_size, device, cfg.train.seed)
+    model = setup.model.to(device)
+    group = {"params": list(model.parameters()), "weight_decay": cfg.train.weight_decay}
+    opt = build_optimizer(cfg.train, [group])
+    train = setup.sets["train"]
+    batches = image_batches(train, setup.prep, cfg.train.batch_size, device, cfg.train.seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    result = lr_range_test(model, batches, start_lr, end_lr, steps, loss_fn=loss_fn)
+    result = lr_range_test(model, batches, start_lr, end_lr, steps, optimizer=opt, loss_fn=loss_fn)
     context = {
         "model": cfg.model.name,
-        "weights": source,
-        "image_size": prep.input_size,
+        "weights": setup.source,
+        "optimizer": cfg.train.optimizer,
+        "image_size": setup.prep.input_size,
         "batch_size": cfg.train.batch_size,
-        "train_images": len(sets["train"]),
+        "train_images": len(train),
     }
     return result, context
 

@@ -15,6 +15,7 @@ LR_FIND_EXAMPLES = """
   transferlab lr-find examples/ahe-mini --out runs/lr-find
   transferlab lr-find photos/ --model convnet2 --weights none --image-size 64 --steps 60
   transferlab lr-find photos/ --model tv/resnet18 --start-lr 1e-6 --end-lr 1 --batch-size 16
+  transferlab lr-find photos/ --config runs/demo/config.yaml --optimizer sgd
 
 The suggestion is the LR of the steepest fall of the smoothed loss before its minimum,
 at most a tenth of the LR at the minimum: never the point where training diverged.
@@ -37,6 +38,13 @@ def lr_find(
         int | None, typer.Option(help="Input size in pixels (default: the model's).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adamw | adam | sgd | rmsprop (default adamw).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML config (e.g. a run's config.yaml); options override it."),
+    ] = None,
     start_lr: Annotated[float, typer.Option(help="First learning rate tried.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Last learning rate tried.")] = 10.0,
     steps: Annotated[int, typer.Option(help="Mini-batches (LR steps) at most.")] = 100,
@@ -51,7 +59,7 @@ def lr_find(
     """LR range test: raise the LR exponentially over mini-batches, plot the loss, suggest an LR."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.config import from_dict
+        from transferlab.config import from_dict, load_yaml
         from transferlab.lr_find import check_range, find_lr, write_csv, write_plot
 
         check_range(start_lr, end_lr, steps)
@@ -61,20 +69,24 @@ def lr_find(
             "model.weights": weights,
             "model.image_size": image_size,
             "train.batch_size": batch_size,
+            "train.optimizer": optimizer,
             "train.seed": seed,
             "train.device": device,
         }
-        cfg = from_dict({}, overrides)
+        cfg = from_dict(load_yaml(config) if config else {}, overrides)
         result, ctx = find_lr(cfg, start_lr, end_lr, steps)
         csv_path = write_csv(result, out_dir / "lr_find.csv")
-        title = f"LR range test: {ctx['model']} ({ctx['weights']}), {ctx['image_size']} px"
+        title = (
+            f"LR range test: {ctx['model']} ({ctx['weights']}), {ctx['optimizer']}, "
+            f"{ctx['image_size']} px"
+        )
         png_path = write_plot(result, out_dir / "lr_find.png", title)
         s = result.suggestion
         diverged = f"{s.diverged_lr:.2e}" if s.diverged_lr is not None else "not reached"
         if not quiet:
             out.print(
-                f"{len(result.lrs)} steps on {ctx['train_images']} training images; "
-                f"loss minimum at lr {s.min_loss_lr:.2e}, diverged at {diverged}",
+                f"{len(result.lrs)} {ctx['optimizer']} steps on {ctx['train_images']} training "
+                f"images; loss minimum at lr {s.min_loss_lr:.2e}, diverged at {diverged}",
                 highlight=False,
                 soft_wrap=True,
             )
