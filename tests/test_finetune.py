@@ -104,3 +104,16 @@ def test_bn_layers_of_frozen_parts_stay_in_eval_mode() -> None:
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     assert model.get_classifier().training
+
+
+@pytest.mark.parametrize("name", ["alexnet", "convnet1", "tv/alexnet", "resnet18"])
+def test_mlp_head_replaces_the_classifier_whatever_sits_before_it(name: str) -> None:
+    from transferlab.models.heads import HeadSpec
+
+    model, _ = create_model(name, 3, "none", 0.0, HeadSpec("mlp", (32, 16), 0.5, True))
+    head = model.get_classifier()
+    assert isinstance(head, torch.nn.Sequential)
+    widths = [m.out_features for m in head if isinstance(m, torch.nn.Linear)]
+    assert widths == [32, 16, 3]
+    model.eval()
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
