@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def plain_loop(
                 opt.step()
                 sched.step()
             history.append(time.perf_counter() - t0)
+            logging.info("plain epoch %d done in %.0fs", len(history), history[-1])
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -127,6 +129,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["ours", "plain"], default=None)
     ap.add_argument("--set", nargs="*", default=[], help="extra dotted config keys for ours")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
