@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from transferlab.config import RunConfig, from_dict
+from transferlab.config import RunConfig, from_dict, load_yaml
 from transferlab.engine import Callback
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.report.speed import measure_inference
@@ -315,14 +315,7 @@ def load_experiment(
     path: Path, repeats: int | None = None, dataset: Path | None = None
 ) -> Experiment:
     """Read and fully validate an experiment file (every run's config is built once)."""
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__}); fix it") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping with dataset, base and axes or runs")
+    raw = load_yaml(path, "experiment file", "dataset, base and axes or runs")
     unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
     if unknown:
         raise ConfigError(

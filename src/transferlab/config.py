@@ -187,16 +187,18 @@ def from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
     return cfg.validate()
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping, with errors that name the file."""
+def load_yaml(
+    path: Path, what: str = "config file", holds: str = "sections data/model/train"
+) -> dict[str, Any]:
+    """Read a YAML file into a mapping, with errors that name the file and what it must hold."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__}); fix it") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping with sections data/model/train")
+        raise ConfigError(f"{path} must hold a mapping with {holds}")
     return raw
 
 
