@@ -57,7 +57,8 @@ def install_head(model: nn.Module, spec: HeadSpec, num_classes: int) -> None:
     if isinstance(current, nn.Linear):
         in_features = current.in_features
     else:
-        in_features = int(getattr(model, "head_hidden_size", 0) or model.num_features)
+        width: int = getattr(model, "head_hidden_size", 0) or getattr(model, "num_features", 0)
+        in_features = int(width)
     head = mlp_head(in_features, num_classes, spec.hidden_units, spec.dropout, spec.batch_norm)
     name = next(n for n, m in model.named_modules() if m is current)
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
