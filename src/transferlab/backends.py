@@ -25,6 +25,7 @@ from torch import nn
 from transferlab.bundle import WEIGHTS_FILE, Bundle, find_bundle_dir, load_bundle
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ConfigError
+from transferlab.models.layout import is_channels_last, memory_format
 from transferlab.tta import tta_probabilities
 
 logger = logging.getLogger(__name__)
@@ -106,13 +107,16 @@ class TorchBackend(Backend):
         self, model: nn.Module, meta: dict[str, Any], source: Path, softmax: bool = True
     ) -> None:
         super().__init__(meta, source)
+        if not isinstance(model, torch.jit.ScriptModule):
+            model = model.to(memory_format=torch.channels_last)  # faster convolutions
         self.model = model.eval()
         self.device = next(self.model.parameters()).device
+        self.format = memory_format(is_channels_last(self.model))
         self.softmax = softmax  # False for exports whose output already is probabilities
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x.to(self.device)).float()
+        out = self.model(x.to(self.device).contiguous(memory_format=self.format)).float()
         return (out.softmax(dim=1) if self.softmax else out).cpu()
 
     @classmethod

@@ -63,6 +63,7 @@ def prune_magnitude(model: nn.Module, amount: float) -> None:
     """
     if not 0 < amount < 1:
         raise ConfigError(f"--prune {amount} must be a share of weights in (0, 1), e.g. 0.3")
+    model.to(memory_format=torch.contiguous_format)  # global pruning flattens the weights
     prune.global_unstructured(_prunable(model), pruning_method=prune.L1Unstructured, amount=amount)
 
 

@@ -40,6 +40,7 @@ def measure_inference(
     root = data.parent if data.is_file() else data
     device = resolve_device(str(stored.get("train", {}).get("device", "auto")))
     bundle = load_bundle(run_dir, device)
+    bundle.model.to(memory_format=torch.channels_last)  # as predict and serve run it
     split = read_split_csv(run_dir / "split.csv", root)
     which = metrics.get("split", "test")
     samples = split.test if which == "test" else split.val
