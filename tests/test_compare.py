@@ -342,6 +342,8 @@ def test_two_by_two_compare_and_relaunch(
     assert (out / "leaderboard.csv").read_text(encoding="utf-8").count("\n") == 6
     html = (out / "leaderboard.html").read_text(encoding="utf-8")
     assert f'<a href="{names[0]}/report.html">' in html
+    # One backbone, one split: the four warm-ups shared one extraction (train + val).
+    assert len(list((out / ".feature-cache").glob("*.safetensors"))) == 2
 
     # Re-launch: everything finished is skipped; an interrupted run is cleared and rerun.
     stamp = (out / names[0] / "metrics.json").stat().st_mtime_ns

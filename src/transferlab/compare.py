@@ -55,6 +55,7 @@ EXPERIMENT_KEYS = (
 )
 PLAN_FILE = "experiment.json"
 SHARED_SPLIT = "split.csv"
+FEATURE_CACHE_DIR = ".feature-cache"  # frozen-backbone features shared by the runs
 # What a run folder may hold; an unfinished folder with anything else is not cleared.
 RUN_FILES = {
     "config.yaml",
@@ -374,6 +375,14 @@ def _with_split(cfg: RunConfig, split: Path | None) -> RunConfig:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_file=str(split)))
 
 
+def _with_feature_cache(cfg: RunConfig, out: Path) -> RunConfig:
+    """Runs of one experiment share frozen-backbone features unless the YAML says where."""
+    if cfg.train.feature_cache_dir:
+        return cfg
+    cache = str(out / FEATURE_CACHE_DIR)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, feature_cache_dir=cache))
+
+
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -561,7 +570,8 @@ def run_experiment(
             split = _shared_split(exp, out, runs)
             logger.info("[%d/%d] training %s", i, len(runs), run.name)
             cbs = list(callbacks(run_dir)) if callbacks else []
-            result = train_run(_with_split(run.config, split), run_dir, cbs)
+            config = _with_feature_cache(_with_split(run.config, split), out)
+            result = train_run(config, run_dir, cbs)
             trained.append(run.name)
             _shared_split(exp, out, runs)
             _finish(run_dir, measure)

@@ -102,8 +102,10 @@ class TrainConfig:
     monitor: str = "val_macro_f1"  # best checkpoint and early stopping metric
     early_stopping: int | None = None  # patience in epochs (per phase); None: off
     feature_cache: bool = True  # frozen backbone + no augmentation: compute features once
+    feature_cache_dir: str | None = None  # keep them on disk for later runs (compare: on)
     init_from: str | None = None  # start from these weights (bundle, run or checkpoint)
     precision: str = "fp32"
+    channels_last: bool = True  # NHWC memory format: 1.3-1.6x faster convolutions on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
 

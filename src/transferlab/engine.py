@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import logging
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from transferlab.config import TrainConfig
 from transferlab.data.augment import AugmentSpec, augment_batch, mix_batch
 from transferlab.data.store import ImageSet, iterate_batches
 from transferlab.data.transforms import Preprocessing, eval_batch
+from transferlab.feature_cache import FeatureCache, backbone_digest, cache_key, images_digest
 from transferlab.finetune import (
     Phase,
     apply_phase,
@@ -40,7 +42,10 @@ from transferlab.finetune import (
     trainable_count,
 )
 from transferlab.metrics import confusion_matrix, precision_recall_f1
+from transferlab.models.layout import is_channels_last, memory_format
 from transferlab.optim import Schedule, build_optimizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,11 +107,14 @@ def _batched_outputs(
     batch_size: int,
     device: torch.device,
     precision: str,
+    channels_last: bool,
 ) -> torch.Tensor:
     outs = []
+    fmt = memory_format(channels_last)
     for x, _ in iterate_batches(data, batch_size, shuffle=False):
         with autocast(device, precision):
-            outs.append(fn(eval_batch(x.to(device), prep)).float().cpu())
+            x = eval_batch(x.to(device), prep).contiguous(memory_format=fmt)
+            outs.append(fn(x).float().cpu())
     return torch.cat(outs)
 
 
@@ -119,7 +127,10 @@ def predict_logits(
     precision: str = "fp32",
 ) -> torch.Tensor:
     model.eval()
-    return _batched_outputs(model, data, prep, batch_size, device or torch.device("cpu"), precision)
+    device = device or torch.device("cpu")
+    return _batched_outputs(
+        model, data, prep, batch_size, device, precision, is_channels_last(model)
+    )
 
 
 def extract_features(
@@ -132,7 +143,13 @@ def extract_features(
 ) -> torch.Tensor:
     model.eval()
     return _batched_outputs(
-        lambda x: pooled_features(model, x), data, prep, batch_size, device, precision
+        lambda x: pooled_features(model, x),
+        data,
+        prep,
+        batch_size,
+        device,
+        precision,
+        is_channels_last(model),
     )
 
 
@@ -212,6 +229,7 @@ class _Trainer:
             weight=self._class_weights(), label_smoothing=cfg.label_smoothing
         ).to(device)
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.backbone_digest: str | None = None
         self.batch_log: Any = None  # csv writer of batches.csv, set by fit
         self.epoch = 0
 
@@ -244,12 +262,26 @@ class _Trainer:
 
     def _cached_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.features is None:
-            args = (self.prep, self.cfg.batch_size * 2, self.device, self.cfg.precision)
-            self.features = (
-                extract_features(self.model, self.train, *args),
-                extract_features(self.model, self.val, *args),
-            )
+            self.features = (self._features_of(self.train), self._features_of(self.val))
         return self.features
+
+    def _features_of(self, data: ImageSet) -> torch.Tensor:
+        """The frozen backbone's features of ``data``: from the disk cache if one is set
+        and holds them, else extracted (and stored there)."""
+        args = (self.prep, self.cfg.batch_size * 2, self.device, self.cfg.precision)
+        if not self.cfg.feature_cache_dir:
+            return extract_features(self.model, data, *args)
+        store = FeatureCache(Path(self.cfg.feature_cache_dir))
+        if self.backbone_digest is None:
+            self.backbone_digest = backbone_digest(self.model)
+        key = cache_key(self.backbone_digest, self.prep, self.cfg.precision, images_digest(data))
+        found = store.load(key, len(data))
+        if found is not None:
+            logger.info("features of %d images from the cache %s", len(data), store.path(key))
+            return found
+        features = extract_features(self.model, data, *args)
+        store.save(key, features)
+        return features
 
     def _step(self, opt: torch.optim.Optimizer, sched: Schedule, loss: torch.Tensor) -> float:
         opt.zero_grad(set_to_none=True)
@@ -285,6 +317,7 @@ class _Trainer:
         self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
     ) -> tuple[float, torch.Tensor]:
         set_train_mode(self.model, phase)
+        self.features, self.backbone_digest = None, None  # the backbone may change now
         mixing = phase.augment and (self.augment.mixup > 0 or self.augment.cutmix > 0)
         losses = []
         for x, y in self._train_batches():
@@ -294,6 +327,8 @@ class _Trainer:
                 if phase.augment
                 else (eval_batch(x, self.prep))
             )
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             target: torch.Tensor = y
             if mixing:
                 x, target = mix_batch(x, y, self.num_classes, self.augment, self.gen)
@@ -387,7 +422,7 @@ def fit(
 ) -> FitResult:
     """Train through ``phases``; log ``history.csv`` and checkpoint after every epoch."""
     device = device or torch.device("cpu")
-    model.to(device)
+    model.to(device).to(memory_format=memory_format(cfg.channels_last))
     trainer = _Trainer(model, train, val, prep, cfg, augment, device, callbacks)
     progress = _restore(trainer, resume, run_dir) if resume else _Progress()
     best_path = run_dir / "checkpoints" / "best.pt"

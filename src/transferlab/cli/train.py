@@ -21,6 +21,7 @@ TRAIN_EXAMPLES = """
 [bold]Strategies[/bold]
 
   transferlab train photos/ --out runs/lp --strategy linear-probe --epochs 20
+  transferlab train photos/ --out runs/lp2 --strategy linear-probe --feature-cache-dir ~/.cache/tl
   transferlab train photos/ --out runs/top2 --strategy top-n --trainable-groups 2
   transferlab train photos/ --out runs/full --strategy full --backbone-lr-mult 0.1 --bn frozen
   transferlab train photos/ --out runs/scratch --strategy scratch --model convnet2 --epochs 30
@@ -99,6 +100,9 @@ def train(
         str | None, Opt(help="val_macro_f1 | val_accuracy | val_loss (best checkpoint).")
     ] = None,
     init_from: Annotated[str | None, Opt(help="Start from a bundle, run or checkpoint.")] = None,
+    feature_cache_dir: Annotated[
+        Path | None, Opt(help="Keep frozen-backbone features here for later runs.")
+    ] = None,
     seed: Annotated[int | None, Opt(help="Seed for split, init, order and augmentation.")] = None,
     val_fraction: Annotated[float | None, Opt(help="Share of each class for validation.")] = None,
     test_fraction: Annotated[float | None, Opt(help="Share of each class for test.")] = None,
@@ -164,6 +168,7 @@ def train(
                 "train.early_stopping": early_stopping,
                 "train.monitor": monitor,
                 "train.init_from": init_from,
+                "train.feature_cache_dir": str(feature_cache_dir) if feature_cache_dir else None,
                 "train.seed": seed,
                 "train.precision": precision,
                 "train.device": device,
