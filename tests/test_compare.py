@@ -4,6 +4,7 @@ real two-by-two compare end to end (with re-launch)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -351,10 +352,18 @@ def test_two_by_two_compare_and_relaunch(
     again = run_experiment(exp, out)
     assert again.trained == [] and again.skipped == names
     assert (out / names[0] / "metrics.json").stat().st_mtime_ns == stamp
+    # names[2] died after its last checkpoint (resumed from it, history not doubled);
+    # names[3] died before its first (trained again from the start).
+    history = (out / names[2] / "history.csv").read_text(encoding="utf-8")
     (out / names[2] / "metrics.json").unlink()
     (out / names[2] / "report.html").unlink()
+    (out / names[3] / "metrics.json").unlink()
+    shutil.rmtree(out / names[3] / "checkpoints")
     third = run_experiment(exp, out)
-    assert third.trained == [names[2]]
+    assert third.trained == names[2:] and third.resumed == [names[2]]
+    assert (out / names[2] / "history.csv").read_text(encoding="utf-8") == history
+    assert (out / names[2] / "metrics.json").is_file()
+    assert (out / names[3] / "checkpoints" / "last.pt").is_file()
     assert (out / names[2] / "split.csv").read_text(encoding="utf-8") == shared
     board = build_board(out)
     assert sorted(c.name for c in board.cells) == sorted(names)

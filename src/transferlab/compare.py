@@ -413,6 +413,20 @@ def _is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
 
 
+def can_resume(planned: RunConfig, run_dir: Path) -> bool:
+    """An interrupted run continues from ``checkpoints/last.pt`` if it was started with
+    the configuration planned now (keys left unset in the plan, resolved at train time,
+    match anything); anything else is trained again."""
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        return False
+    try:
+        stored = _flat(from_dict(load_yaml(run_dir / "config.yaml")).to_dict())
+    except TransferlabError:
+        return False
+    want = _flat(planned.to_dict())
+    return all(v is None or stored.get(k) == v for k, v in want.items())
+
+
 def clear_unfinished(run_dir: Path) -> None:
     """Remove an interrupted run folder (no metrics.json) so it can be trained again."""
     if not run_dir.exists():
@@ -434,6 +448,7 @@ class ExperimentResult:
     trained: list[str]
     skipped: list[str]
     leaderboard: Path | None = None
+    resumed: list[str] = dataclasses.field(default_factory=list)  # also in trained
 
 
 CallbackFactory = Callable[[Path], Sequence[Callback]]
@@ -550,7 +565,7 @@ def run_experiment(
     measure: bool = True,
 ) -> ExperimentResult:
     """Train every planned run not yet finished under ``out``, then write the leaderboard."""
-    from transferlab.pipeline import train_run
+    from transferlab.pipeline import resume_run, train_run
     from transferlab.trackers import finish_run
 
     check_baseline(exp)
@@ -558,7 +573,9 @@ def run_experiment(
     _check_models(runs)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(exp, out, runs)
-    trained, skipped = [], []
+    trained: list[str] = []
+    skipped: list[str] = []
+    resumed: list[str] = []
     for i, run in enumerate(runs, start=1):
         run_dir = out / run.name
         if _is_finished(run_dir):
@@ -566,12 +583,17 @@ def run_experiment(
             logger.info("[%d/%d] %s: finished before, skipped", i, len(runs), run.name)
             skipped.append(run.name)
         else:
-            clear_unfinished(run_dir)
             split = _shared_split(exp, out, runs)
-            logger.info("[%d/%d] training %s", i, len(runs), run.name)
-            cbs = list(callbacks(run_dir)) if callbacks else []
             config = _with_feature_cache(_with_split(run.config, split), out)
-            result = train_run(config, run_dir, cbs)
+            cbs = list(callbacks(run_dir)) if callbacks else []
+            if can_resume(config, run_dir):
+                logger.info("[%d/%d] resuming %s from its last checkpoint", i, len(runs), run.name)
+                result = resume_run(run_dir, cbs)
+                resumed.append(run.name)
+            else:
+                clear_unfinished(run_dir)
+                logger.info("[%d/%d] training %s", i, len(runs), run.name)
+                result = train_run(config, run_dir, cbs)
             trained.append(run.name)
             _shared_split(exp, out, runs)
             _finish(run_dir, measure)
@@ -581,7 +603,7 @@ def run_experiment(
     from transferlab.report.leaderboard import write_leaderboard
 
     board = write_leaderboard(out)
-    return ExperimentResult(out, runs, trained, skipped, board)
+    return ExperimentResult(out, runs, trained, skipped, board, resumed)
 
 
 def is_experiment_dir(path: Path) -> bool:

@@ -32,7 +32,7 @@ COMPARE_EXAMPLES = """
     - {name: scratch, train.strategy: scratch}
   baseline: ../baselines/ahe-paper-resnet.yaml   # optional per-class F1 to beat
 
-Re-running the same command skips finished runs and retrains interrupted ones.
+Re-running the same command skips finished runs and resumes interrupted ones.
 """
 
 
@@ -105,6 +105,7 @@ def compare(
                 text = result.leaderboard.read_text(encoding="utf-8")
                 out.print(text, highlight=False, markup=False, soft_wrap=True)
             err.print(
-                f"{len(result.trained)} trained, {len(result.skipped)} already finished; "
+                f"{len(result.trained)} trained ({len(result.resumed)} resumed), "
+                f"{len(result.skipped)} already finished; "
                 f"leaderboard in {out_dir / 'leaderboard.md'} (.csv, .html)"
             )
