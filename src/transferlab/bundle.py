@@ -7,7 +7,6 @@ architecture, class names in index order and the preprocessing, plus a training 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 from transferlab import __version__
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ModelError
+from transferlab.files import replace_when_done
 from transferlab.models.registry import build_from_meta
 
 FORMAT_VERSION = 1
@@ -37,12 +37,6 @@ class Bundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_bundle(
@@ -66,8 +60,8 @@ def save_bundle(
         "drop_rate": float(getattr(model, "drop_rate", 0.0)),
         **(extra or {}),
     }
-    _write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    _write_atomic(
+    replace_when_done(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    replace_when_done(
         directory / META_FILE,
         lambda p: p.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"),
     )

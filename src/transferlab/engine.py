@@ -33,6 +33,7 @@ from transferlab.data.augment import AugmentSpec, augment_batch, mix_batch
 from transferlab.data.store import ImageSet, iterate_batches
 from transferlab.data.transforms import Preprocessing, eval_batch
 from transferlab.feature_cache import FeatureCache, backbone_digest, cache_key, images_digest
+from transferlab.files import replace_when_done
 from transferlab.finetune import (
     Phase,
     apply_phase,
@@ -170,13 +171,14 @@ def _better(monitor: str, value: float, best: float | None) -> bool:
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write with ``torch.save`` to a temp file, fsync, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    replace_when_done(path, write)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -186,14 +188,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def write_history(path: Path, records: Sequence[EpochRecord]) -> None:
     """Rewrite ``history.csv`` atomically: a crash leaves the previous complete file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        for r in records:
-            row = asdict(r)
-            writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            for r in records:
+                row = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(r).items()}
+                writer.writerow(row)
+
+    replace_when_done(path, write)
 
 
 def _truncate_batches(path: Path, last_epoch: int) -> None:
@@ -229,7 +233,6 @@ class _Trainer:
             weight=self._class_weights(), label_smoothing=cfg.label_smoothing
         ).to(device)
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.backbone_digest: str | None = None
         self.batch_log: Any = None  # csv writer of batches.csv, set by fit
         self.epoch = 0
 
@@ -262,19 +265,21 @@ class _Trainer:
 
     def _cached_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.features is None:
-            self.features = (self._features_of(self.train), self._features_of(self.val))
+            digest = backbone_digest(self.model) if self.cfg.feature_cache_dir else ""
+            self.features = (
+                self._features_of(self.train, digest),
+                self._features_of(self.val, digest),
+            )
         return self.features
 
-    def _features_of(self, data: ImageSet) -> torch.Tensor:
+    def _features_of(self, data: ImageSet, backbone: str) -> torch.Tensor:
         """The frozen backbone's features of ``data``: from the disk cache if one is set
         and holds them, else extracted (and stored there)."""
         args = (self.prep, self.cfg.batch_size * 2, self.device, self.cfg.precision)
         if not self.cfg.feature_cache_dir:
             return extract_features(self.model, data, *args)
         store = FeatureCache(Path(self.cfg.feature_cache_dir))
-        if self.backbone_digest is None:
-            self.backbone_digest = backbone_digest(self.model)
-        key = cache_key(self.backbone_digest, self.prep, self.cfg.precision, images_digest(data))
+        key = cache_key(backbone, self.prep, self.cfg.precision, images_digest(data))
         found = store.load(key, len(data))
         if found is not None:
             logger.info("features of %d images from the cache %s", len(data), store.path(key))
@@ -317,7 +322,7 @@ class _Trainer:
         self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
     ) -> tuple[float, torch.Tensor]:
         set_train_mode(self.model, phase)
-        self.features, self.backbone_digest = None, None  # the backbone may change now
+        self.features = None  # the backbone may change now
         mixing = phase.augment and (self.augment.mixup > 0 or self.augment.cutmix > 0)
         losses = []
         for x, y in self._train_batches():

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from transferlab.data.images import ImageReadError, load_image
 from transferlab.data.store import ImageSet
 from transferlab.data.transforms import eval_batch, to_base
 from transferlab.errors import ConfigError, DatasetError, TransferlabError
+from transferlab.files import replace_when_done
 
 logger = logging.getLogger(__name__)
 
@@ -109,17 +108,6 @@ def _with_softmax(model: nn.Module) -> nn.Module:
     return nn.Sequential(model, nn.Softmax(dim=1)).cpu().eval()
 
 
-def _replace_when_done(out: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary name beside ``out``; rename only if ``write`` succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def set_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
     import onnx
 
@@ -156,7 +144,7 @@ def export_onnx(bundle: Bundle, out: Path, extra: dict[str, Any] | None = None) 
         set_onnx_metadata(tmp, export_meta(bundle, extra))
 
     try:
-        _replace_when_done(out, write)
+        replace_when_done(out, write)
     except TransferlabError:
         raise
     except Exception as exc:
@@ -178,7 +166,7 @@ def export_torchscript(bundle: Bundle, out: Path, extra: dict[str, Any] | None =
             traced = torch.jit.trace(_with_softmax(bundle.model), torch.zeros(1, 3, size, size))
             torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_META: meta})
 
-    _replace_when_done(out, write)
+    replace_when_done(out, write)
     return out
 
 
@@ -399,7 +387,7 @@ def _write(
         _check_parity(report, reference, fp32_backend, checked.images)
         report.path = str(out)
         x = torch.cat([eval_batch(c, bundle.preprocessing) for c in calibration.split(32)])
-        _replace_when_done(out, lambda p: quantize_int8(fp32, p, x, INPUT_NAME))
+        replace_when_done(out, lambda p: quantize_int8(fp32, p, x, INPUT_NAME))
         quantization: dict[str, Any] = {
             "method": "ONNX Runtime static int8, QDQ, per-channel weights",
             "calibration": described,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,7 +25,8 @@ from torch import nn
 
 from transferlab.data.store import ImageSet
 from transferlab.data.transforms import Preprocessing
-from transferlab.finetune import classifier
+from transferlab.files import replace_when_done
+from transferlab.models.registry import classifier_keys
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +41,10 @@ def _update_tensor(h: hashlib._Hash, t: torch.Tensor) -> None:
 
 def backbone_digest(model: nn.Module) -> str:
     """SHA-256 of the architecture and every tensor outside the classifier."""
-    head = classifier(model)
-    prefix = next(name for name, m in model.named_modules() if m is head)
+    head = classifier_keys(model)
     h = hashlib.sha256(type(model).__name__.encode())
     for name, tensor in model.state_dict().items():
-        if prefix and (name == prefix or name.startswith(prefix + ".")):
+        if name in head:
             continue
         h.update(name.encode())
         _update_tensor(h, tensor)
@@ -93,15 +91,8 @@ class FeatureCache:
 
     def save(self, key: str, features: torch.Tensor) -> None:
         """Write atomically; a read-only or full disk costs the cache, not the run."""
+        tensors = {"features": features.contiguous()}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
-            os.close(fd)
-            try:
-                save_file({"features": features.contiguous()}, tmp)
-                os.replace(tmp, self.path(key))
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            replace_when_done(self.path(key), lambda tmp: save_file(tensors, str(tmp)))
         except OSError as exc:
             logger.warning("could not write the feature cache in %s (%s)", self.directory, exc)

@@ -154,7 +154,7 @@ def load_weights_into(model: nn.Module, path: Path, strict_head: bool = False) -
     file = _weights_file(path)
     state = wsrc.load_state_file(file)
     own = model.state_dict()
-    head = _classifier_keys(model)
+    head = classifier_keys(model)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(usable) < len([k for k in own if k not in head]) * 0.9:
         body = {k: v for k, v in own.items() if k not in head}
@@ -178,7 +178,8 @@ def _from_file(
     return model, load_weights_into(model, path)
 
 
-def _classifier_keys(model: nn.Module) -> set[str]:
+def classifier_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the model's classifier (the part a new task replaces)."""
     classifier = model.get_classifier()  # type: ignore[operator]
     prefix = next(n for n, m in model.named_modules() if m is classifier)
     return {k for k in model.state_dict() if k.startswith(prefix + ".")}
