@@ -420,11 +420,11 @@ def can_resume(planned: RunConfig, run_dir: Path) -> bool:
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         return False
     try:
-        stored = _flat(from_dict(load_yaml(run_dir / "config.yaml")).to_dict())
+        stored = from_dict(load_yaml(run_dir / "config.yaml")).to_dict()
     except TransferlabError:
         return False
-    want = _flat(planned.to_dict())
-    return all(v is None or stored.get(k) == v for k, v in want.items())
+    keys = [k for k, v in _flat(planned.to_dict()).items() if v is not None]
+    return config_mismatch(planned, keys, stored) is None
 
 
 def clear_unfinished(run_dir: Path) -> None:
