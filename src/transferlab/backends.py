@@ -25,7 +25,7 @@ from torch import nn
 from transferlab.bundle import WEIGHTS_FILE, Bundle, find_bundle_dir, load_bundle
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ConfigError
-from transferlab.models.layout import is_channels_last, memory_format
+from transferlab.models.layout import for_inference, is_channels_last, memory_format
 from transferlab.tta import tta_probabilities
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,7 @@ class TorchBackend(Backend):
         self, model: nn.Module, meta: dict[str, Any], source: Path, softmax: bool = True
     ) -> None:
         super().__init__(meta, source)
-        if not isinstance(model, torch.jit.ScriptModule):
-            model = model.to(memory_format=torch.channels_last)  # faster convolutions
-        self.model = model.eval()
+        self.model = for_inference(model).eval()
         self.device = next(self.model.parameters()).device
         self.format = memory_format(is_channels_last(self.model))
         self.softmax = softmax  # False for exports whose output already is probabilities

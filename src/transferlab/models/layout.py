@@ -16,6 +16,14 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """Store the model's weights NHWC (in place), as predict, serve and the speed
+    measurement run it; a TorchScript module keeps the layout it was traced with."""
+    if not isinstance(model, torch.jit.ScriptModule):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def is_channels_last(model: nn.Module) -> bool:
     """Whether the model's (spatial) convolution weights are stored NHWC."""
     for p in model.parameters():

@@ -32,6 +32,7 @@ def measure_inference(
     from transferlab.bundle import load_bundle
     from transferlab.data.split import read_split_csv
     from transferlab.engine import predict_logits, resolve_device
+    from transferlab.models.layout import for_inference
     from transferlab.pipeline import decode_all
 
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -40,7 +41,7 @@ def measure_inference(
     root = data.parent if data.is_file() else data
     device = resolve_device(str(stored.get("train", {}).get("device", "auto")))
     bundle = load_bundle(run_dir, device)
-    bundle.model.to(memory_format=torch.channels_last)  # as predict and serve run it
+    for_inference(bundle.model)
     split = read_split_csv(run_dir / "split.csv", root)
     which = metrics.get("split", "test")
     samples = split.test if which == "test" else split.val
