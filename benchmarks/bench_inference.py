@@ -53,7 +53,7 @@ def quick_run(data: Path, out: Path, per_class: int, seed: int) -> Path:
             "data.val_fraction": 0.2,
             "data.test_fraction": 0.3,
             "train.epochs": 0,
-            "train.warmup_epochs": 15,
+            "train.head_epochs": 15,
             "train.seed": seed,
         },
     )

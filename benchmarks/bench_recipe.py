@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-recipe"))
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3, help="full fine-tuning epochs (both)")
-    ap.add_argument("--warmup-epochs", type=int, default=5, help="ours: cached head epochs")
+    ap.add_argument("--head-epochs", type=int, default=5, help="ours: cached head epochs")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2, help="plain loop DataLoader workers")
     ap.add_argument("--only", choices=["ours", "plain"], default=None)
@@ -146,7 +146,7 @@ def main() -> None:
             "data.split_file": str(split_csv),
             "model.image_size": args.image_size,
             "train.epochs": args.epochs,
-            "train.warmup_epochs": args.warmup_epochs,
+            "train.head_epochs": args.head_epochs,
             "train.batch_size": args.batch_size,
         }
         for item in args.set:

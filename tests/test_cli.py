@@ -30,7 +30,7 @@ from transferlab.bundle import load_bundle
 from transferlab.cli import app
 
 # Small enough for a 2-core CI machine: one head epoch, one fine-tuning epoch, 64 px.
-FAST = ["--image-size", "64", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "8"]
+FAST = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8"]
 CPU_SEED = ["--device", "cpu", "--seed", "0"]
 RUN_FILES = {
     "config.yaml",
@@ -232,7 +232,7 @@ def test_config_yaml_records_the_resolved_run(run: Run, dataset: Dataset) -> Non
     cfg = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
     assert Path(cfg["data"]["path"]) == dataset.root.resolve()
     assert cfg["model"]["image_size"] == 64
-    assert (cfg["train"]["epochs"], cfg["train"]["warmup_epochs"]) == (1, 1)
+    assert (cfg["train"]["epochs"], cfg["train"]["head_epochs"]) == (1, 1)
     assert (cfg["train"]["batch_size"], cfg["train"]["seed"]) == (8, 0)
 
 

@@ -314,7 +314,7 @@ def test_two_by_two_compare_and_relaunch(
         "base:\n"
         "  data: {val_fraction: 0.34, test_fraction: 0.34}\n"
         "  model: {image_size: 64}\n"
-        "  train: {warmup_epochs: 1, epochs: 1, batch_size: 8, device: cpu}\n"
+        "  train: {head_epochs: 1, epochs: 1, batch_size: 8, device: cpu}\n"
         "axes:\n"
         "  train.lr: [1.0e-3, 3.0e-4]\n"
         "  model.drop_rate: [0.1, 0.3]\n",

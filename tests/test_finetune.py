@@ -84,7 +84,7 @@ def test_two_stage_plans_a_frozen_cached_head_then_an_unfreeze() -> None:
         {},
         {
             "data.path": "x",
-            "train.warmup_epochs": 3,
+            "train.head_epochs": 3,
             "train.epochs": 2,
             "train.lr": 1e-3,
             "train.backbone_lr_mult": 0.1,

@@ -20,7 +20,7 @@ ARGS = [
     "64",
     "--batch-size",
     "4",
-    "--warmup-epochs",
+    "--head-epochs",
     "2",
     "--epochs",
     "3",

@@ -40,7 +40,7 @@ def trained_run(factory: pytest.TempPathFactory) -> Path:
             "data.test_fraction": 0.0,
             "model.image_size": IMAGE_SIZE,
             "train.epochs": 0,
-            "train.warmup_epochs": 8,
+            "train.head_epochs": 8,
             "train.batch_size": 16,
         },
     )

@@ -104,8 +104,7 @@ def finetune_pruned(
     run's crop-and-flip augmentation at a tenth of its learning rate; the masks would
     make the main training loop's checkpoints and feature caches no use here.
     """
-    from transferlab.data.store import iterate_batches
-    from transferlab.pipeline import decode_all
+    from transferlab.data.store import decode_all, iterate_batches
 
     if not split.train:
         raise ConfigError("the run has no train images to fine-tune the pruned model on")

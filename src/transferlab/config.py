@@ -7,6 +7,7 @@ A run is fully described by :class:`RunConfig`; ``config.yaml`` in a run folder 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 
 from transferlab.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 STRATEGIES = ("two-stage", "scratch", "linear-probe", "top-n", "full")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
@@ -79,14 +82,17 @@ class TrainConfig:
 
     strategy: str = "two-stage"
     epochs: int = 4  # main epochs (two-stage: after the head warm-up)
-    warmup_epochs: int = 5  # two-stage: head-only epochs first; cheap, features are cached
+    head_epochs: int = 5  # two-stage: head-only epochs first (features cached); was warmup_epochs
     trainable_groups: int | None = None  # top-n (and two-stage): last N layer groups train
     batch_size: int = 32
     lr: float = 1e-3  # learning rate of the head; the backbone gets lr * backbone_lr_mult
-    warmup_lr: float = 3e-3  # learning rate of the head during the head-only warm-up
+    head_lr: float = 3e-3  # learning rate of the head during the head-only epochs; was warmup_lr
     backbone_lr_mult: float = 0.3
     bn: str = "train"  # train | frozen: BatchNorm of trainable layers kept in inference mode
     weight_decay: float = 0.02
+    # Layer-wise LR decay (timm's layer_decay): each layer group below the top gets this
+    # factor more; None: off. Applies to phases that train the backbone.
+    layer_decay: float | None = None
     optimizer: str = "adamw"
     momentum: float = 0.9  # sgd, rmsprop
     nesterov: bool = False  # sgd
@@ -101,6 +107,7 @@ class TrainConfig:
     sampler: str = "random"  # random | balanced (each class equally likely per draw)
     monitor: str = "val_macro_f1"  # best checkpoint and early stopping metric
     early_stopping: int | None = None  # patience in epochs (per phase); None: off
+    min_delta: float = 0.0  # an epoch improves only if it beats the best by more than this
     feature_cache: bool = True  # frozen backbone + no augmentation: compute features once
     feature_cache_dir: str | None = None  # keep them on disk for later runs (compare: on)
     init_from: str | None = None  # start from these weights (bundle, run or checkpoint)
@@ -168,6 +175,22 @@ def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:
         raise ConfigError(f"bad value in config section '{where}': {exc}") from exc
 
 
+# Keys renamed since release; old config.yaml files still load, with a warning.
+RENAMED_KEYS = {"train.warmup_epochs": "train.head_epochs", "train.warmup_lr": "train.head_lr"}
+
+
+def _rename_old_keys(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for old, new in RENAMED_KEYS.items():
+        old_section, _, old_key = old.partition(".")
+        new_key = new.partition(".")[2]
+        if old_section == section and old_key in out:
+            logger.warning("config key %s is now %s; please rename it", old, new)
+            value = out.pop(old_key)
+            out.setdefault(new_key, value)
+    return out
+
+
 def from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Build a config from nested mappings; ``overrides`` uses dotted keys (``train.lr``)."""
     merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
@@ -180,7 +203,7 @@ def from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(f"config section '{section}' must be a mapping of key: value")
-        merged[section].update(values)
+        merged[section].update(_rename_old_keys(section, dict(values)))
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if value is not None:
@@ -219,13 +242,13 @@ def _validate(cfg: RunConfig) -> None:
     )
     _check(m.image_size is None or m.image_size >= 16, "--image-size must be at least 16")
     _check(0 <= m.drop_rate < 1, "model.drop_rate must be in [0, 1)")
-    _check(t.epochs >= 0 and t.warmup_epochs >= 0, "--epochs must be >= 0")
+    _check(t.epochs >= 0 and t.head_epochs >= 0, "--epochs must be >= 0")
     _check(
-        t.epochs > 0 or (t.strategy == "two-stage" and t.warmup_epochs > 0),
+        t.epochs > 0 or (t.strategy == "two-stage" and t.head_epochs > 0),
         "--epochs must be at least 1",
     )
     _check(t.batch_size >= 1, "--batch-size must be at least 1")
-    _check(t.lr > 0 and t.warmup_lr > 0, "--lr must be positive")
+    _check(t.lr > 0 and t.head_lr > 0, "--lr must be positive")
     _check(t.backbone_lr_mult > 0, "train.backbone_lr_mult must be positive")
     _check(0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     for key, value, allowed in (

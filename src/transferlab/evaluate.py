@@ -12,11 +12,11 @@ from transferlab import __version__
 from transferlab.backends import Backend, load_backend
 from transferlab.config import load_yaml
 from transferlab.data.discover import Sample, discover
+from transferlab.data.predictions import write_predictions
 from transferlab.data.split import SplitSamples, read_split_csv
-from transferlab.data.store import ImageSet, iterate_batches
+from transferlab.data.store import ImageSet, decode_all, iterate_batches
 from transferlab.errors import DatasetError
 from transferlab.metrics import classification_report
-from transferlab.pipeline import decode_all, write_predictions
 from transferlab.tta import check_mode
 
 

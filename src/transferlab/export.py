@@ -274,8 +274,8 @@ def _evaluation_images(
 def _calibration_images(
     model_path: Path, options: ExportOptions, bundle: Bundle, fallback: _EvalImages
 ) -> tuple[torch.Tensor, str]:
+    from transferlab.data.store import decode_all
     from transferlab.evaluate import run_split
-    from transferlab.pipeline import decode_all
 
     if options.calibration is not None:
         images = _unlabelled_images(options.calibration, bundle)

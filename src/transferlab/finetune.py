@@ -70,7 +70,7 @@ def plan_phases(cfg: TrainConfig, augment: bool) -> list[Phase]:
         phases = [Phase(s, cfg.epochs, "all", cfg.lr, lr, augment, cfg.bn)]
     else:  # two-stage
         phases = [
-            Phase("head", cfg.warmup_epochs, "head", cfg.warmup_lr, 0.0, False, "frozen"),
+            Phase("head", cfg.head_epochs, "head", cfg.head_lr, 0.0, False, "frozen"),
             Phase(
                 "finetune",
                 cfg.epochs,

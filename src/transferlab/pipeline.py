@@ -20,15 +20,15 @@ import torch
 from transferlab.bundle import save_bundle
 from transferlab.config import RunConfig, from_dict, load_yaml
 from transferlab.data.augment import resolve_augment
-from transferlab.data.discover import Sample, discover
+from transferlab.data.discover import discover
+from transferlab.data.predictions import write_predictions
 from transferlab.data.split import (
     SplitSamples,
     read_split_csv,
-    relative_path,
     stratified_split,
     write_split_csv,
 )
-from transferlab.data.store import ImageSet, load_images
+from transferlab.data.store import ImageSet, decode_all, warn_skipped
 from transferlab.data.transforms import Preprocessing
 from transferlab.engine import Callback, fit, load_checkpoint, predict_logits, resolve_device
 from transferlab.errors import ConfigError
@@ -55,27 +55,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
-    if skipped:
-        shown = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
-        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        logger.warning("skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
-
-
-def decode_all(
-    samples: list[Sample],
-    class_names: list[str],
-    prep: Preprocessing,
-    budget_mb: int,
-    warn: bool = True,
-) -> tuple[ImageSet, list[tuple[Path, str]]]:
-    """Decode ``samples`` once; unreadable files are returned (and warned about) as skipped."""
-    loaded = load_images(samples, {c: i for i, c in enumerate(class_names)}, prep, budget_mb)
-    if warn:
-        _warn_skipped(loaded.skipped)
-    return loaded.images, loaded.skipped
 
 
 def _by_split(images: ImageSet, split: SplitSamples) -> dict[str, ImageSet]:
@@ -115,7 +94,7 @@ def prepare_split(
             good, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
         )
     skipped = [*found_skipped, *bad]
-    _warn_skipped(skipped)
+    warn_skipped(skipped)
     return split, _by_split(images, split), skipped
 
 
@@ -312,22 +291,3 @@ def evaluate_images(
     probs = predict_logits(model, data, prep, 64, device).softmax(dim=1)
     report = classification_report(data.targets.numpy(), probs.argmax(1).numpy(), class_names)
     return report, probs
-
-
-def write_predictions(
-    path: Path, data: ImageSet, probs: torch.Tensor, class_names: list[str], root: Path
-) -> None:
-    """One row per image: path, true label, predicted label, confidence, every class's p."""
-    import csv
-
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["path", "label", "predicted", "confidence", *[f"p_{c}" for c in class_names]]
-        )
-        for sample, p in zip(data.samples, probs.tolist(), strict=True):
-            best = max(range(len(p)), key=p.__getitem__)
-            rel = relative_path(sample.path, root)
-            writer.writerow(
-                [rel, sample.label, class_names[best], f"{p[best]:.6f}", *[f"{v:.6f}" for v in p]]
-            )

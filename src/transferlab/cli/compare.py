@@ -24,7 +24,7 @@ COMPARE_EXAMPLES = """
   dataset: ../ahe-mini            # relative to this file
   base:                           # sections of a run's config.yaml
     model: {image_size: 96}
-    train: {epochs: 2, warmup_epochs: 2}
+    train: {epochs: 2, head_epochs: 2}
   axes:                           # every combination of these dotted config keys
     model.name: \\[tf_efficientnet_lite0, tf_efficientnet_lite1]
     train.lr: [0.001, 0.0003]

@@ -135,3 +135,24 @@ def iterate_batches(
         num_workers=num_workers,
     )
     yield from loader
+
+
+def warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
+    if skipped:
+        shown = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning("skipped %d unreadable file(s): %s%s", len(skipped), shown, more)
+
+
+def decode_all(
+    samples: list[Sample],
+    class_names: list[str],
+    prep: Preprocessing,
+    budget_mb: int,
+    warn: bool = True,
+) -> tuple[ImageSet, list[tuple[Path, str]]]:
+    """Decode ``samples`` once; unreadable files are returned (and warned about) as skipped."""
+    loaded = load_images(samples, {c: i for i, c in enumerate(class_names)}, prep, budget_mb)
+    if warn:
+        warn_skipped(loaded.skipped)
+    return loaded.images, loaded.skipped

@@ -31,9 +31,9 @@ def measure_inference(
 
     from transferlab.bundle import load_bundle
     from transferlab.data.split import read_split_csv
+    from transferlab.data.store import decode_all
     from transferlab.engine import predict_logits, resolve_device
     from transferlab.models.layout import for_inference
-    from transferlab.pipeline import decode_all
 
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
