@@ -9,18 +9,19 @@ import dataclasses
 import json
 import logging
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from transferlab.bundle import save_bundle
-from transferlab.config import RunConfig, from_dict, load_yaml
-from transferlab.data.augment import resolve_augment
-from transferlab.data.discover import discover
+from transferlab.config import AugmentPreset, RunConfig, from_dict, load_yaml
+from transferlab.data.augment import AugmentSpec, resolve_augment
+from transferlab.data.discover import Sample, discover
 from transferlab.data.predictions import write_predictions
 from transferlab.data.split import (
     SplitSamples,
@@ -31,8 +32,9 @@ from transferlab.data.split import (
 from transferlab.data.store import ImageSet, decode_all, warn_skipped
 from transferlab.data.transforms import Preprocessing
 from transferlab.engine import Callback, fit, load_checkpoint, predict_logits, resolve_device
-from transferlab.errors import ConfigError
-from transferlab.finetune import default_augment, plan_phases
+from transferlab.errors import ConfigError, DatasetError
+from transferlab.files import replace_when_done
+from transferlab.finetune import Phase, apply_phase, default_augment, plan_phases
 from transferlab.metrics import classification_report
 from transferlab.models.heads import HeadSpec
 from transferlab.models.registry import (
@@ -43,6 +45,26 @@ from transferlab.models.registry import (
 )
 
 logger = logging.getLogger(__name__)
+
+# What a run folder may hold (compare clears interrupted run folders that hold nothing else).
+RUN_FILES = frozenset(
+    {
+        "config.yaml",
+        "split.csv",
+        "history.csv",
+        "batches.csv",
+        "checkpoints",
+        "model",
+        "predictions.csv",
+        "metrics.json",
+        "report",
+        "report.html",
+        "inference.json",
+        "tensorboard",
+    }
+)
+# What a run killed before its first checkpoint leaves; removed when it is started again.
+UNSTARTED_FILES = ("config.yaml", "split.csv", "batches.csv", "history.csv", "checkpoints")
 
 
 @dataclass
@@ -82,7 +104,15 @@ def prepare_split(
         found = discover(cfg.data.path)
         samples, found_skipped = found.samples, found.skipped
     class_names = sorted({s.label for s in samples})
-    images, bad = decode_all(samples, class_names, prep, cfg.data.memory_cache_mb, warn=False)
+    images, bad = decode_all(
+        samples,
+        class_names,
+        prep,
+        cfg.data.memory_cache_mb,
+        warn=False,
+        num_workers=cfg.data.num_workers,
+    )
+    _check_readable_classes(samples, bad)
     bad_paths = {p for p, _ in bad}
     good = [s for s in samples if s.path not in bad_paths]
     if cfg.data.split_file:
@@ -98,24 +128,84 @@ def prepare_split(
     return split, _by_split(images, split), skipped
 
 
-def _check_out_dir(out: Path) -> None:
-    if (out / "config.yaml").exists():
-        raise ConfigError(
-            f"{out} already holds a run; choose a new --out folder, delete it, "
-            f"or continue it with --resume {out}"
+def _check_readable_classes(samples: Sequence[Sample], bad: Sequence[tuple[Path, str]]) -> None:
+    """Labels are numbered over every class found; a class left without a readable image
+    would drop out of the model's classes and shift every label after it."""
+    why = dict(bad)
+    readable = {s.label for s in samples if s.path not in why}
+    for label in sorted({s.label for s in samples} - readable):
+        files = [s.path for s in samples if s.label == label]
+        raise DatasetError(
+            f"class '{label}' has no readable image: all {len(files)} of its files are "
+            f"unreadable ({files[0]}: {why[files[0]]}); replace them with readable images "
+            "or remove the class"
         )
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_out_dir(out: Path) -> bool:
+    """Whether ``out`` can take a new run; True if it holds one that never finished an
+    epoch (no checkpoint, no metrics), whose files must go before it starts again."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+    if not (out / "config.yaml").exists():
+        return False
+    if (out / "metrics.json").exists():
+        raise ConfigError(
+            f"{out} already holds a run (finished); choose a new --out folder or delete it"
+        )
+    if (out / "checkpoints" / "last.pt").exists():
+        raise ConfigError(
+            f"{out} already holds a run (interrupted); continue it with --resume {out}, "
+            "or choose a new --out folder"
+        )
+    return True
+
+
+def _clear_unstarted(out: Path) -> None:
+    logger.info("%s holds a run that never finished an epoch; starting it again", out)
+    for name in UNSTARTED_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Fill what the strategy implies: scratch means random weights, the augment preset."""
-    model = cfg.model
-    if cfg.train.strategy == "scratch":
-        model = dataclasses.replace(model, weights="none")
-    augment = dataclasses.replace(
-        cfg.augment, preset=cfg.augment.preset or default_augment(cfg.train.strategy)
+    """The config as a run uses and saves it: what the strategy implies (scratch means
+    random weights; the augment preset), absolute paths and the model's input size.
+
+    ``config.yaml`` holds this form, so a planned config compares equal to the saved one
+    of the same run (compare's re-launch) wherever it is started from.
+    """
+    d, m, t = cfg.data, cfg.model, cfg.train
+    weights = m.weights if m.weights in ("imagenet", "none") else _absolute(m.weights)
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            d,
+            path=_absolute(d.path),
+            split_file=_absolute(d.split_file) if d.split_file else None,
+        ),
+        model=dataclasses.replace(
+            m,
+            weights="none" if t.strategy == "scratch" else weights,
+            image_size=resolve_preprocessing(m.name, m.image_size).input_size,
+        ),
+        train=dataclasses.replace(
+            t,
+            feature_cache_dir=_absolute(t.feature_cache_dir) if t.feature_cache_dir else None,
+            init_from=_absolute(t.init_from) if t.init_from else None,
+        ),
+        augment=dataclasses.replace(
+            cfg.augment,
+            preset=cfg.augment.preset or cast(AugmentPreset, default_augment(t.strategy)),
+        ),
     )
-    return dataclasses.replace(cfg, model=model, augment=augment)
 
 
 @dataclass
@@ -146,27 +236,50 @@ def _setup(cfg: RunConfig) -> _Setup:
     return _Setup(prep, split, sets, skipped, model, source, head)
 
 
+@dataclass
+class _Plan:
+    """How the model trains, checked before any file is written."""
+
+    device: torch.device
+    augment: AugmentSpec
+    phases: list[Phase]
+
+
+def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
+    """Every phase is applied to the model once, so that a phase that cannot be set up
+    (e.g. --trainable-groups beyond the model's groups) fails before the run folder exists;
+    which parameters train is put back as it was."""
+    try:
+        device = resolve_device(cfg.train.device)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device '{cfg.train.device}' is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    augment = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
+    phases = plan_phases(cfg.train, augment=augment.enabled)
+    trainable = [p.requires_grad for p in model.parameters()]
+    for phase in phases:
+        apply_phase(model, phase)
+    for p, flag in zip(model.parameters(), trainable, strict=True):
+        p.requires_grad_(flag)
+    return _Plan(device, augment, phases)
+
+
 def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Train, evaluate and save a run into ``out``."""
-    _check_out_dir(out)
+    """Train, evaluate and save a run into ``out``; nothing is written before the data,
+    the model and the training phases have been checked."""
+    restart = _check_out_dir(out)
     cfg = resolve_config(cfg)
     setup = _setup(cfg)
-    resolved = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(
-            cfg.data,
-            path=str(Path(cfg.data.path).expanduser().resolve()),
-            split_file=(
-                str(Path(cfg.data.split_file).expanduser().resolve())
-                if cfg.data.split_file
-                else None
-            ),
-        ),
-        model=dataclasses.replace(cfg.model, image_size=setup.prep.input_size),
+    plan = _plan(cfg, setup.model)
+    if restart:
+        _clear_unstarted(out)
+    out.mkdir(parents=True, exist_ok=True)
+    replace_when_done(out / "config.yaml", cfg.to_yaml)
+    replace_when_done(
+        out / "split.csv", lambda tmp: write_split_csv(setup.split, tmp, data_root(cfg))
     )
-    resolved.to_yaml(out / "config.yaml")
-    write_split_csv(setup.split, out / "split.csv", data_root(cfg))
-    return _fit_and_finish(resolved, setup, out, callbacks, None)
+    return _fit_and_finish(cfg, setup, plan, out, callbacks, None)
 
 
 def resume_run(run_dir: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
@@ -177,19 +290,25 @@ def resume_run(run_dir: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
         raise ConfigError(f"{run_dir} already finished; start a new run with --out")
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
-        raise ConfigError(f"{run_dir} has no checkpoint yet (killed in epoch 1); start it again")
+        raise ConfigError(
+            f"{run_dir} has no checkpoint yet (stopped in epoch 1); start it again with the "
+            f"same train command and --out {run_dir}"
+        )
     cfg = from_dict(load_yaml(run_dir / "config.yaml"))
     use = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, split_file=str(run_dir / "split.csv"))
     )
     setup = _setup(use)
-    logger.info("resuming %s after epoch %d", run_dir, int(load_checkpoint(last)["epoch"]))
-    return _fit_and_finish(cfg, setup, run_dir, callbacks, load_checkpoint(last))
+    plan = _plan(cfg, setup.model)
+    checkpoint = load_checkpoint(last)
+    logger.info("resuming %s after epoch %d", run_dir, int(checkpoint["epoch"]))
+    return _fit_and_finish(cfg, setup, plan, run_dir, callbacks, checkpoint)
 
 
 def _fit_and_finish(
     cfg: RunConfig,
     setup: _Setup,
+    plan: _Plan,
     out: Path,
     callbacks: Sequence[Callback],
     resume: dict[str, Any] | None,
@@ -206,17 +325,15 @@ def _fit_and_finish(
         prep.input_size,
         cfg.train.strategy,
     )
-    device = resolve_device(cfg.train.device)
-    spec = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
-    phases = plan_phases(cfg.train, augment=spec.enabled)
+    device = plan.device
     result = fit(
         model,
-        phases,
+        plan.phases,
         sets["train"],
         sets["val"],
         prep,
         cfg.train,
-        spec,
+        plan.augment,
         out,
         callbacks,
         device,
@@ -225,7 +342,10 @@ def _fit_and_finish(
     model.load_state_dict(result.best_state)
     eval_split = "test" if len(sets["test"]) else "val"
     metrics, probs = evaluate_images(model, sets[eval_split], class_names, prep, device)
-    write_predictions(out / "predictions.csv", sets[eval_split], probs, class_names, data_root(cfg))
+    replace_when_done(
+        out / "predictions.csv",
+        lambda tmp: write_predictions(tmp, sets[eval_split], probs, class_names, data_root(cfg)),
+    )
     total, _ = count_parameters(model)
     summary = {
         "weights_source": setup.source,
@@ -263,7 +383,10 @@ def _fit_and_finish(
             "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "split")},
         },
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8")
+    # metrics.json says "this run finished" (resume and compare go by it): written last,
+    # and whole or not at all.
+    text = json.dumps(metrics, indent=2, ensure_ascii=False)
+    replace_when_done(out / "metrics.json", lambda tmp: tmp.write_text(text, "utf-8"))
     _write_report(out)
     return RunResult(out, metrics)
 

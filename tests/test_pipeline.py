@@ -1,0 +1,197 @@
+"""``train_run`` / ``resume_run``: everything is checked before a file is written, a run that
+never finished an epoch can start again, ``metrics.json`` is whole or absent, and
+``data.num_workers`` reaches the decoding of every epoch."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import bad_files
+from transferlab.cli import app
+from transferlab.config import RunConfig, from_dict
+from transferlab.data import store
+from transferlab.data.transforms import Preprocessing
+from transferlab.engine import Callback
+from transferlab.errors import ConfigError
+from transferlab.models.registry import resolve_preprocessing
+from transferlab.pipeline import prepare_split, resolve_config, resume_run, train_run
+
+FAST = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8"]
+CPU = ["--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _logging(restore_transferlab_logging: None) -> None:
+    """In-process CLI calls reconfigure logging; restore it after each test."""
+
+
+def invoke(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stderr
+
+
+def config(data: Path, **train: Any) -> RunConfig:
+    return from_dict(
+        {
+            "data": {"path": str(data)},
+            "model": {"image_size": 64},
+            "train": {"epochs": 1, "head_epochs": 1, "batch_size": 8, "device": "cpu", **train},
+        }
+    )
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_class_without_one_readable_image_stops_before_anything_is_written(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    data = class_folders(per_class=4, classes=("altar", "dome(inner)"))
+    bad_files(data / "apse")  # a class folder of three unreadable files, sorted in between
+    code, err = invoke("train", data, "--out", tmp_path / "run", *FAST, *CPU)
+    assert code == 2, err
+    assert err.startswith("error: class 'apse' has no readable image: all 3 of its files")
+    assert "remove the class" in err and len(err.strip().splitlines()) == 1
+    assert files_in(tmp_path / "run") == []
+
+
+def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    data, out = class_folders(per_class=4), tmp_path / "run"
+    top = ["--strategy", "top-n", "--trainable-groups"]
+    code, err = invoke("train", data, "--out", out, *top, "99", *FAST, *CPU)
+    assert code == 2 and "--trainable-groups 99 is out of range" in err, err
+    assert files_in(out) == []  # no config.yaml, split.csv or batches.csv
+    code, err = invoke("train", data, "--out", out, *top, "1", *FAST, *CPU)
+    assert code == 0, err
+    assert (out / "metrics.json").is_file()
+
+
+class StopInFirstEpoch(Callback):
+    """Ctrl-C after the first batch: the run stops before its first checkpoint."""
+
+    def on_batch_end(self, loss: float) -> None:
+        raise KeyboardInterrupt
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_run_stopped_in_its_first_epoch_is_started_again(
+    class_folders: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, out = class_folders(per_class=4), tmp_path / "run"
+    cfg = config(data, strategy="full", batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, out, [StopInFirstEpoch()])
+    assert {"config.yaml", "split.csv", "batches.csv"} <= set(files_in(out))
+    assert not (out / "checkpoints" / "last.pt").exists()
+    with pytest.raises(ConfigError, match="start it again with the same train command"):
+        resume_run(out)
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        result = train_run(cfg, out)
+    assert "never finished an epoch; starting it again" in caplog.text
+    assert result.metrics["training"]["epochs"] == 1
+    # The stopped attempt's batch is gone: 6 training images in batches of 2, one epoch.
+    assert len(_rows(out / "batches.csv")) == 3
+    with pytest.raises(ConfigError, match=r"already holds a run \(finished\)"):
+        train_run(cfg, out)
+
+
+def test_a_crash_while_writing_metrics_json_leaves_a_run_to_resume(
+    class_folders: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, out = class_folders(per_class=4), tmp_path / "run"
+    real = Path.write_text
+
+    def disk_full(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if "metrics.json" in path.name:
+            real(path, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            train_run(config(data, strategy="linear-probe"), out)
+    assert not any("metrics.json" in name for name in files_in(out))  # no half file
+    resumed = resume_run(out)
+    assert json.loads((out / "metrics.json").read_text("utf-8")) == resumed.metrics
+
+
+def test_resolved_config_is_what_the_run_saves(
+    class_folders: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = class_folders(per_class=4)
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict(
+        {
+            "data": {"path": "data"},
+            "model": {"name": "convnet1"},
+            "train": {"strategy": "scratch", "feature_cache_dir": "cache", "epochs": 1},
+        }
+    )
+    resolved = resolve_config(cfg)
+    assert resolved.data.path == str(data.resolve())
+    assert resolved.train.feature_cache_dir == str((tmp_path / "cache").resolve())
+    assert resolved.model.image_size == resolve_preprocessing("convnet1").input_size
+    assert (resolved.model.weights, resolved.augment.preset) == ("none", "light")
+    assert resolve_config(resolved) == resolved
+
+
+def _decoding_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    names: list[str] = []
+    real = store._decode
+
+    def decode(path: Path, prep: Preprocessing) -> Any:
+        names.append(threading.current_thread().name)
+        return real(path, prep)
+
+    monkeypatch.setattr(store, "_decode", decode)
+    return names
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_num_workers_decodes_every_epoch_in_that_many_threads(
+    class_folders: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:
+    data = class_folders(per_class=4)
+    cfg = from_dict(
+        {
+            "data": {"path": str(data), "num_workers": workers, "memory_cache_mb": 0},
+            "model": {"image_size": 64},
+            "train": {"strategy": "full", "epochs": 1, "batch_size": 4, "device": "cpu"},
+        }
+    )
+    prep = resolve_preprocessing(cfg.model.name, 64)
+    _, sets, _ = prepare_split(cfg, prep)
+    assert {name: s.num_workers for name, s in sets.items()} == dict.fromkeys(sets, workers)
+    assert not any(s.in_memory for s in sets.values())
+    names = _decoding_threads(monkeypatch)
+    train_run(cfg, tmp_path / "run")
+    per_epoch = [n for n in names if not n.startswith("transferlab-check")]
+    # One epoch: 6 train + 3 val images, then 3 test images for the final evaluation.
+    assert len(per_epoch) == 12 and len(names) == 12 + 12  # after checking each image once
+    names = per_epoch
+    if workers:
+        assert {n.rsplit("_", 1)[0] for n in names} == {"transferlab-decode"}
+        assert len(set(names)) <= workers
+    else:
+        assert set(names) == {threading.current_thread().name}
