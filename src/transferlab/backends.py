@@ -5,13 +5,12 @@ chosen test-time augmentation with the same code, and return class probabilities
 prediction differs between backends only by the numerics of the runtime.
 
 An ONNX file written by ``transferlab export`` describes itself: class names, preprocessing
-and the bundle's summary live in its metadata, so it is enough on its own.
+and the bundle's summary live in its metadata (see :mod:`transferlab.onnx_contract`), so it
+is enough on its own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tempfile
 from abc import ABC, abstractmethod
@@ -22,46 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.bundle import WEIGHTS_FILE, Bundle, find_bundle_dir, load_bundle
+from transferlab.bundle import Bundle, find_bundle_dir, load_bundle
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ConfigError
 from transferlab.models.layout import for_inference, is_channels_last, memory_format
+from transferlab.onnx_contract import decode_onnx_meta, export_onnx, weights_digest
 from transferlab.tta import tta_probabilities
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 ONNX_FILE = "model.onnx"  # an export kept beside the bundle, used by --backend onnx
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-# Metadata keys of an exported ONNX file; each value is a JSON document.
-META_PREFIX = "transferlab."
-
-
-def weights_digest(bundle_dir: Path) -> str:
-    """SHA-256 of a bundle's weights file: ties an export to the weights it came from."""
-    h = hashlib.sha256()
-    with (bundle_dir / WEIGHTS_FILE).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def encode_onnx_meta(meta: dict[str, Any]) -> dict[str, str]:
-    """Bundle metadata -> ONNX ``metadata_props`` (one JSON value per top-level key)."""
-    return {f"{META_PREFIX}{k}": json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
-
-
-def decode_onnx_meta(props: dict[str, str], where: Path) -> dict[str, Any]:
-    meta = {
-        k[len(META_PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)
-    }
-    for key in ("architecture", "class_names", "preprocessing"):
-        if key not in meta:
-            raise BundleError(
-                f"{where} lacks transferlab metadata ('{key}'); export it with 'transferlab export'"
-            )
-    return meta
 
 
 class Backend(ABC):
@@ -165,8 +135,6 @@ def _bundle_onnx(bundle_dir: Path, threads: int | None) -> OnnxBackend:
         if backend.meta.get("weights_sha256") == digest and "quantization" not in backend.meta:
             return backend
         logger.warning("%s was exported from other weights; exporting again", kept)
-    from transferlab.export import export_onnx
-
     logger.info(
         "exporting %s to ONNX for this run (keep one with 'transferlab export %s --format onnx "
         "--out %s' to skip this)",

@@ -26,22 +26,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab import __version__
-from transferlab.backends import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    Backend,
-    OnnxBackend,
-    TorchBackend,
-    encode_onnx_meta,
-    weights_digest,
-)
+from transferlab.backends import Backend, OnnxBackend, TorchBackend
 from transferlab.bundle import Bundle, find_bundle_dir, load_bundle, save_bundle
 from transferlab.data.images import ImageReadError, load_image
-from transferlab.data.store import ImageSet
+from transferlab.data.store import ImageSet, decode_all
 from transferlab.data.transforms import eval_batch, to_base
-from transferlab.errors import ConfigError, DatasetError, TransferlabError
+from transferlab.errors import ConfigError, DatasetError
+from transferlab.evaluate import load_eval_set, predict_set, run_split
 from transferlab.files import replace_when_done
+from transferlab.onnx_contract import (
+    INPUT_NAME,
+    ExportError,
+    export_meta,
+    export_onnx,
+    set_onnx_metadata,
+    weights_digest,
+    with_softmax,
+)
+from transferlab.predict import expand_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,6 @@ PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 64
 CALIBRATION_IMAGES = 128
 TORCHSCRIPT_META = "transferlab.json"
-
-
-class ExportError(TransferlabError):
-    """An export that failed or does not match the PyTorch model."""
 
 
 @dataclass
@@ -84,77 +82,6 @@ class ExportReport:
         return {**asdict(self), "accuracy_change": self.accuracy_change}
 
 
-def export_meta(bundle: Bundle, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The bundle's description, plus what an export adds (input/output contract)."""
-    meta = {k: v for k, v in bundle.meta.items() if k not in ("config", "drop_rate")}
-    meta.update(
-        {
-            "architecture": bundle.architecture,
-            "class_names": bundle.class_names,
-            "preprocessing": bundle.preprocessing.to_dict(),
-            "transferlab_version": __version__,
-            "input": {
-                "name": INPUT_NAME,
-                "layout": "NCHW float32, RGB, resized + centre-cropped, (x/255 - mean) / std",
-            },
-            "output": {"name": OUTPUT_NAME, "meaning": "softmax over class_names"},
-        }
-    )
-    meta.update(extra or {})
-    return meta
-
-
-def _with_softmax(model: nn.Module) -> nn.Module:
-    return nn.Sequential(model, nn.Softmax(dim=1)).cpu().eval()
-
-
-def set_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in encode_onnx_meta(meta).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "transferlab"
-    proto.doc_string = f"{meta['architecture']} classifier over {len(meta['class_names'])} classes"
-    onnx.save(proto, str(path))
-
-
-def export_onnx(bundle: Bundle, out: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``bundle`` as ONNX (dynamic batch, softmax output, metadata) to ``out``."""
-    size = bundle.preprocessing.input_size
-    sample = torch.zeros(2, 3, size, size)
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                _with_softmax(bundle.model),
-                (sample,),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                dynamo=True,
-                verbose=False,
-            )
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program")
-        program.save(str(tmp))
-        set_onnx_metadata(tmp, export_meta(bundle, extra))
-
-    try:
-        replace_when_done(out, write)
-    except TransferlabError:
-        raise
-    except Exception as exc:
-        raise ExportError(
-            f"ONNX export of {bundle.architecture} failed ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); try --format torchscript"
-        ) from exc
-    return out
-
-
 def export_torchscript(bundle: Bundle, out: Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``bundle`` as a traced TorchScript archive with its metadata to ``out``."""
     size = bundle.preprocessing.input_size
@@ -163,7 +90,7 @@ def export_torchscript(bundle: Bundle, out: Path, extra: dict[str, Any] | None =
     def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # PyTorch marks TorchScript as deprecated
-            traced = torch.jit.trace(_with_softmax(bundle.model), torch.zeros(1, 3, size, size))
+            traced = torch.jit.trace(with_softmax(bundle.model), torch.zeros(1, 3, size, size))
             torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_META: meta})
 
     replace_when_done(out, write)
@@ -188,8 +115,6 @@ def max_abs_diff(reference: Backend, candidate: Backend, images: torch.Tensor) -
 
 
 def _unlabelled_images(data: Path, bundle: Bundle) -> torch.Tensor:
-    from transferlab.predict import expand_inputs
-
     arrays = []
     for p in expand_inputs([data])[:PARITY_IMAGES]:
         try:
@@ -252,8 +177,6 @@ def _evaluation_images(
     reference: Backend, model_path: Path, options: ExportOptions, bundle: Bundle
 ) -> _EvalImages:
     """The evaluation set (labelled when it can be), and images for the parity check."""
-    from transferlab.evaluate import load_eval_set
-
     try:
         labelled, described, _ = load_eval_set(reference, model_path, options.data)
     except DatasetError:
@@ -274,9 +197,6 @@ def _evaluation_images(
 def _calibration_images(
     model_path: Path, options: ExportOptions, bundle: Bundle, fallback: _EvalImages
 ) -> tuple[torch.Tensor, str]:
-    from transferlab.data.store import decode_all
-    from transferlab.evaluate import run_split
-
     if options.calibration is not None:
         images = _unlabelled_images(options.calibration, bundle)
         return images, f"{len(images)} images in {options.calibration}"
@@ -296,8 +216,6 @@ def _calibration_images(
 
 
 def _accuracy(backend: Backend, images: ImageSet) -> tuple[float, torch.Tensor]:
-    from transferlab.evaluate import predict_set
-
     probs = predict_set(backend, images)
     return float((probs.argmax(1) == images.targets).float().mean()), probs
 
@@ -310,7 +228,6 @@ def _prune(bundle: Bundle, model_path: Path, options: ExportOptions) -> dict[str
         prune_magnitude,
         sparsity,
     )
-    from transferlab.evaluate import run_split
 
     assert options.prune is not None
     prune_magnitude(bundle.model, options.prune)
