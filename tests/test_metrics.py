@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -84,7 +85,8 @@ def test_zero_division_gives_zero_without_warnings() -> None:
     assert (a["precision"], a["recall"], a["f1"]) == pytest.approx((0.5, 1.0, 2 / 3))
     assert (b["precision"], b["recall"], b["f1"], b["support"]) == (0.0, 0.0, 0.0, 2)
     assert (c["precision"], c["recall"], c["f1"], c["support"]) == (0.0, 0.0, 0.0, 0)
-    assert report["macro_f1"] == pytest.approx((2 / 3) / 3)
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)  # c has no images: not averaged
+    assert report["absent_classes"] == ["c"]
     assert report["weighted_f1"] == pytest.approx((2 * 2 / 3 + 2 * 0) / 4)
     assert not any(np.isnan(v) for v in (report["macro_precision"], report["weighted_recall"]))
 
@@ -144,3 +146,84 @@ def test_bootstrap_ci_keeps_precision_and_recall_apart() -> None:
     assert boot["recall"][1] == [1.0, 1.0]
     assert boot["recall"][0][0] < 0.5 < boot["recall"][0][1] < 1.0
     assert boot["precision"][1][0] < 2 / 3 < boot["precision"][1][1] < 1.0
+
+
+# ---------------------------------------------------------------- honest, memory-conscious CIs
+
+
+def small_imbalanced_set(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A few images of 3-11 classes with very unequal support (1-2 images each, one class
+    5-29), predicted 75-100% right: where plain resampling often misses a class."""
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(3, 12))
+    support = rng.integers(1, 3, classes)
+    support[rng.integers(classes)] = int(rng.integers(5, 30))  # one big class
+    y_true = np.repeat(np.arange(classes), support)
+    right = rng.random(y_true.size) < rng.uniform(0.75, 1.0)
+    wrong = (y_true + rng.integers(1, classes, y_true.size)) % classes
+    return y_true, np.where(right, y_true, wrong), classes
+
+
+def _inside(point: float, interval: list[float] | None, what: str) -> None:
+    if interval is None:  # only for a quantity the data leaves undefined (e.g. no predictions)
+        return
+    low, high = interval
+    assert low <= point <= high, f"{what}: {point} outside [{low}, {high}]"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_every_interval_contains_its_point_estimate(seed: int) -> None:
+    y_true, y_pred, classes = small_imbalanced_set(seed)
+    names = [f"c{i}" for i in range(classes)]
+    report = classification_report(y_true, y_pred, names)
+    for key in ("accuracy", "macro_f1"):
+        _inside(report[key], report["ci95"][key], key)
+    for name in names:
+        stats = report["per_class"][name]
+        for key in ("precision", "recall", "f1"):
+            _inside(stats[key], stats["ci95"][key], f"{name} {key}")
+
+
+def test_a_class_missing_from_a_resample_does_not_drag_macro_f1_down() -> None:
+    # The case compare crashed on: 12 classes of a single image, each predicted right. Plain
+    # resampling leaves each out of ~37% of the resamples, where its F1 counted as 0.
+    y_true = np.array([0] * 20 + list(range(1, 13)))
+    y_pred = np.array([0] * 18 + [1, 1] + list(range(1, 13)))
+    report = classification_report(y_true, y_pred, list("abcdefghijklm"))
+    low, high = report["ci95"]["macro_f1"]
+    assert low <= report["macro_f1"] <= high
+    assert report["ci_method"].startswith("stratified")
+
+
+def test_chunked_bootstrap_equals_the_unchunked_one() -> None:
+    y_true, y_pred = noisy_predictions(n=120, classes=4)
+    whole = bootstrap_ci(y_true, y_pred, 4, n_boot=200, max_elements=10**9)
+    for chunk in (1, 120, 121, 7 * 120 + 5):
+        assert bootstrap_ci(y_true, y_pred, 4, n_boot=200, max_elements=chunk) == whole
+
+
+def test_bootstrap_of_200_classes_needs_little_memory() -> None:
+    # 1000 resamples of 2000 images over 200 classes: a confusion matrix per resample would
+    # take 1000 x 200 x 200 x 8 bytes = 320 MB (twice over, while counting).
+    y_true, y_pred = noisy_predictions(n=2000, classes=200)
+    tracemalloc.start()
+    try:
+        boot = bootstrap_ci(y_true, y_pred, 200, n_boot=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert len(boot["f1"]) == 200
+
+
+def test_macro_averages_count_only_classes_with_images() -> None:
+    # A 3-class model on data of 2 of its classes: the absent class has no F1 to average.
+    y_true = [0] * 8 + [1] * 8
+    y_pred = [0] * 8 + [1] * 7 + [2]
+    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+    f1_a, f1_b = (report["per_class"][k]["f1"] for k in "ab")
+    assert report["macro_f1"] == pytest.approx((f1_a + f1_b) / 2)
+    assert report["macro_f1"] > 0.9  # not (f1_a + f1_b + 0) / 3 = 0.64
+    assert report["macro_classes"] == ["a", "b"]
+    assert report["absent_classes"] == ["c"]
+    assert macro_f1(confusion_matrix(y_true, y_pred, 3)) == pytest.approx(report["macro_f1"])

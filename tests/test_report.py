@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from helpers import copy_photos
 from transferlab.cli import app
 from transferlab.errors import TransferlabError
-from transferlab.report import write_run_report
+from transferlab.report import plots, write_run_report
 from transferlab.report.run_report import batch_positions
 from transferlab.report.stats import (
     calibration,
@@ -94,6 +94,16 @@ def test_top_losses_orders_by_cross_entropy() -> None:
 def test_gap_and_batch_positions() -> None:
     assert generalisation_gap([1.0, 0.5], [1.2, 0.9]) == [pytest.approx(0.2), pytest.approx(0.4)]
     assert batch_positions([1, 1, 2, 2, 2, 2]) == [0.5, 1.0, 1.25, 1.5, 1.75, 2.0]
+
+
+def test_charts_draw_an_interval_that_excludes_its_point() -> None:
+    # metrics.json files written before the stratified bootstrap can hold a macro-F1 above
+    # its own interval (0.650 in 0.233-0.600): compare crashed on it with "'xerr' must not
+    # contain negative values". The chart draws the interval as it is.
+    png = plots.leaderboard_chart(["old run", "new run"], [0.65, 0.5], [[0.233, 0.6], None])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    png = plots.per_class_f1(["a", "b"], [0.9, 0.4], [[0.5, 0.8], [0.45, 0.7]])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------- a run folder made by hand
@@ -223,6 +233,26 @@ def test_write_run_report_files(tmp_path: Path) -> None:
     assert data["data_summary"]["skipped_files"] == 1
 
 
+def test_the_page_names_the_interval_method_the_metrics_were_computed_with(
+    tmp_path: Path,
+) -> None:
+    run = fake_run(tmp_path)
+    old = write_run_report(run).read_text(encoding="utf-8")
+    assert "95% intervals: percentile bootstrap over the evaluated images" in old
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    metrics.update(
+        ci_method="stratified percentile bootstrap (1000 resamples within each class)",
+        macro_classes=CLASSES[:2],
+        absent_classes=CLASSES[2:],
+    )
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    new = write_run_report(run).read_text(encoding="utf-8")
+    assert (
+        "95% intervals: stratified percentile bootstrap (1000 resamples within each class); "
+        "macro averages over the 2 classes with images (dome(inner) had none)."
+    ) in new
+
+
 def test_report_without_optional_files(tmp_path: Path) -> None:
     run = fake_run(tmp_path)
     for name in ("history.csv", "batches.csv", "predictions.csv"):
@@ -242,7 +272,13 @@ def test_report_cli_on_a_run(tmp_path: Path, restore_transferlab_logging: None) 
     run = fake_run(tmp_path)
     result = CliRunner().invoke(app, ["report", str(run), "--window", "5", "-q"])
     assert result.exit_code == 0, result.output
-    assert (run / "report.html").is_file()
+    html = (run / "report.html").read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html, section
+    assert "95% CI 0.300–0.900" in html  # the accuracy card shows metrics.json's interval
+    data = json.loads((run / "report" / "report.json").read_text(encoding="utf-8"))
+    assert data["batch_loss"]["window"] == 5  # --window reached the report
+    assert set(data["per_class"]) == set(CLASSES)
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert bad.exit_code == 2
     assert "error:" in bad.output and len(bad.output.strip().splitlines()) == 1

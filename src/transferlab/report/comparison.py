@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from transferlab.metrics import bootstrap_intervals
+
 DECIMALS = 3  # per-class F1 is shown, and compared with a baseline, at this precision
 
 
@@ -114,22 +116,6 @@ def f1_table(
     return rows
 
 
-def _boot_confusions(
-    t: np.ndarray, p: np.ndarray, idx: np.ndarray, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of every bootstrap resample ``idx`` (n_boot, n)."""
-    n_boot = idx.shape[0]
-    flat = t[idx] * num_classes + p[idx] + (np.arange(n_boot) * num_classes**2)[:, None]
-    cms = np.bincount(flat.ravel(), minlength=n_boot * num_classes**2)
-    cms = cms.reshape(n_boot, num_classes, num_classes).astype(np.float64)
-    tp = np.diagonal(cms, axis1=1, axis2=2)
-    predicted, support = cms.sum(axis=1), cms.sum(axis=2)
-    prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    rec = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
-    return tp.sum(axis=1) / t.size, f1.mean(axis=1)
-
-
 def bootstrap_mean_ci(
     y_true: Sequence[int] | np.ndarray,
     y_preds: Sequence[Sequence[int] | np.ndarray],
@@ -138,24 +124,11 @@ def bootstrap_mean_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Percentile bootstrap CIs of accuracy and macro-F1 averaged over several runs (seeds)
-    evaluated on the same images: each resample draws images once and scores every run on them.
+    """95% CIs of accuracy and macro-F1 averaged over several runs (seeds) evaluated on the
+    same images: each resample draws images once and scores every run on them.
 
-    With a single run this equals :func:`transferlab.metrics.bootstrap_ci` for the same seed.
+    The one bootstrap of :func:`transferlab.metrics.bootstrap_intervals` (stratified
+    percentile); with a single run this equals :func:`transferlab.metrics.bootstrap_ci`.
     """
-    t = np.asarray(y_true, dtype=np.int64)
-    if t.size == 0 or not len(y_preds):
-        raise ValueError("bootstrap_mean_ci needs images and at least one run")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, t.size, size=(n_boot, t.size))
-    acc = np.zeros(n_boot)
-    f1 = np.zeros(n_boot)
-    for pred in y_preds:
-        a, f = _boot_confusions(t, np.asarray(pred, dtype=np.int64), idx, num_classes)
-        acc += a / len(y_preds)
-        f1 += f / len(y_preds)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {
-        "accuracy": [float(v) for v in np.percentile(acc, [lo, hi]).round(6)],
-        "macro_f1": [float(v) for v in np.percentile(f1, [lo, hi]).round(6)],
-    }
+    boot = bootstrap_intervals(y_true, y_preds, num_classes, n_boot, level, seed)
+    return {"accuracy": boot["accuracy"], "macro_f1": boot["macro_f1"]}

@@ -216,15 +216,35 @@ def reliability_diagram(cal: Calibration) -> bytes:
     return to_png(fig)
 
 
+def _intervals(
+    ax: Any, positions: Sequence[float], ci: Sequence[Sequence[float] | None], vertical: bool
+) -> None:
+    """Each interval as a line between its ends with caps, drawn where it lies.
+
+    Not ``errorbar``: its bars are offsets from the point, which are negative for an
+    interval that excludes its point (as plain-bootstrap CIs of old runs can), and clamping
+    them would draw an interval that was not computed.
+    """
+    pairs = [(x, c) for x, c in zip(positions, ci, strict=True) if c]
+    if not pairs:
+        return
+    where = [x for x, _ in pairs]
+    lows, highs = [c[0] for _, c in pairs], [c[1] for _, c in pairs]
+    lines, cap = (ax.vlines, "_") if vertical else (ax.hlines, "|")
+    lines(where, lows, highs, color=GREY, lw=1.2)
+    for ends in (lows, highs):
+        xy = (where, ends) if vertical else (ends, where)
+        ax.plot(*xy, ls="none", marker=cap, color=GREY, ms=6)
+
+
 def per_class_f1(
     class_names: Sequence[str], f1: Sequence[float], ci: Sequence[Sequence[float] | None]
 ) -> bytes:
     n = len(class_names)
     fig = _figure(max(6.4, 0.5 * n + 2), 3.8)
     ax = fig.add_subplot()
-    lows = [f - c[0] if c else 0.0 for f, c in zip(f1, ci, strict=True)]
-    highs = [c[1] - f if c else 0.0 for f, c in zip(f1, ci, strict=True)]
-    ax.bar(range(n), f1, color=BLUE, yerr=[lows, highs], capsize=3, ecolor=GREY)
+    ax.bar(range(n), f1, color=BLUE)
+    _intervals(ax, range(n), ci, vertical=True)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="F1", ylim=(0, 1.05), title="F1 per class with 95% bootstrap CI")
     return to_png(fig)
@@ -256,9 +276,8 @@ def leaderboard_chart(
     fig = _figure(7.2, max(2.2, 0.42 * n + 1.2))
     ax = fig.add_subplot()
     y = np.arange(n)[::-1]
-    lows = [v - c[0] if c else 0.0 for v, c in zip(values, ci, strict=True)]
-    highs = [c[1] - v if c else 0.0 for v, c in zip(values, ci, strict=True)]
-    ax.errorbar(values, y, xerr=[lows, highs], fmt="o", color=BLUE, ecolor=GREY, capsize=3)
+    _intervals(ax, list(y), ci, vertical=False)
+    ax.plot(values, y, "o", color=BLUE)
     ax.set_yticks(y, names, fontsize=8)
     ax.set(xlabel="macro-F1 (95% bootstrap CI)", title="Runs by macro-F1")
     ax.grid(axis="x", alpha=0.3)

@@ -146,6 +146,23 @@ def _ci_text(ci: Any) -> str:
     return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
 
 
+# What metrics.json files written before ``ci_method`` was recorded were computed with.
+OLD_CI_METHOD = "percentile bootstrap over the evaluated images (1000 resamples)"
+
+
+def ci_note(metrics: dict[str, Any]) -> str:
+    """How the intervals were computed, as the run's metrics.json says, and how to read them."""
+    method = metrics.get("ci_method") or OLD_CI_METHOD
+    macro = metrics.get("macro_classes")
+    over = f"; macro averages over the {len(macro)} classes with images" if macro else ""
+    absent = metrics.get("absent_classes") or []
+    missing = f" ({', '.join(absent)} had none)" if absent else ""
+    return escape(
+        f"95% intervals: {method}{over}{missing}. With few images per class they are wide: "
+        "read differences inside them as noise."
+    )
+
+
 def summary_section(run: RunFiles, built: Built, cal: stats.Calibration | None) -> None:
     m, t = run.metrics, run.metrics.get("training", {})
     model, train = run.config.get("model") or {}, run.config.get("train") or {}
@@ -423,10 +440,7 @@ def per_class_section(run: RunFiles, built: Built) -> None:
         "F1 per class",
     )
     built.data["per_class"] = per_class
-    note = html.note(
-        "95% percentile bootstrap intervals over the evaluated images (1000 resamples); "
-        "with few images per class they are wide: read differences inside them as noise."
-    )
+    note = html.note(ci_note(m))
     body = note + html.table(header, rows) + html.figures(tag)
     built.sections.append(html.Section("per-class", "Per-class results", body))
 
