@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,9 +112,11 @@ def mix_batch(
     alpha = spec.cutmix if use_cutmix else spec.mixup
     if alpha <= 0 or x.shape[0] < 2:
         return x, targets
-    g = torch.distributions.Gamma(torch.tensor([alpha, alpha]), torch.tensor([1.0, 1.0]))
-    a, b = g.sample().tolist()
-    lam = a / (a + b)
+    # Beta(alpha, alpha) from numpy, seeded from the run's generator: torch's Gamma/Beta
+    # samplers take no generator and would draw from the global RNG, so the same run seed
+    # would not give the same mixing after anything else touched the global seed.
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
     if use_cutmix:
         h, w = x.shape[-2:]
