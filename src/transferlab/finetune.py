@@ -135,22 +135,58 @@ def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def param_groups(model: nn.Module, phase: Phase, weight_decay: float) -> list[dict[str, Any]]:
-    """Groups with head / backbone LR; no weight decay on biases and norm parameters."""
+def _decayed_ids(model: nn.Module, weight_decay: float) -> set[int]:
+    """Parameters that get weight decay, by timm's rule: not biases, norms or other 1-D
+    tensors, nor what the model lists in ``no_weight_decay()`` (e.g. position embeddings)."""
+    from timm.optim import param_groups_weight_decay
+
+    skip = getattr(model, "no_weight_decay", None)
+    groups = param_groups_weight_decay(
+        model, weight_decay, no_weight_decay_list=skip() if callable(skip) else ()
+    )
+    return {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+
+def _layer_scales(model: nn.Module, layer_decay: float) -> dict[str, tuple[int, float]]:
+    """Parameter name -> (layer group, LR scale): ``layer_decay ** depth`` below the head.
+
+    timm's ``param_groups_layer_decay`` computes the same scale, but over its own fine
+    grouping and without a separate head LR; here the groups are
+    :func:`~transferlab.models.groups.layer_groups` (the ones ``--trainable-groups`` counts).
+    """
+    from transferlab.models.groups import body_groups
+
+    body = body_groups(model)  # the head's group comes after these, with scale 1
+    return {name: (i, layer_decay ** (len(body) - i)) for i, g in enumerate(body) for name in g}
+
+
+def param_groups(
+    model: nn.Module, phase: Phase, weight_decay: float, layer_decay: float | None = None
+) -> list[dict[str, Any]]:
+    """Optimizer groups of the trainable parameters: head LR for the classifier, backbone
+    LR (times ``layer_decay ** depth`` below the head, if set) for the rest; weight decay
+    only on what timm decays (see :func:`_decayed_ids`)."""
     head_ids = {id(p) for p in classifier(model).parameters()}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for p in model.parameters():
+    decayed = _decayed_ids(model, weight_decay)
+    scales = _layer_scales(model, layer_decay) if layer_decay is not None else {}
+    top = max((i for i, _ in scales.values()), default=-1) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        part = "head" if id(p) in head_ids else "backbone"
-        groups.setdefault((part, p.ndim > 1), []).append(p)
-    lrs = {"head": phase.head_lr, "backbone": phase.backbone_lr}
-    return [
-        {
-            "params": params,
-            "lr": lrs[part],
-            "weight_decay": weight_decay if decay else 0.0,
-            "name": f"{part}{'' if decay else '_no_decay'}",
-        }
-        for (part, decay), params in sorted(groups.items())
-    ]
+        in_head = id(p) in head_ids
+        decay = id(p) in decayed
+        # Without layer decay every backbone parameter is "layer" 0 and the head 1, which
+        # keeps the groups (and old checkpoints' optimizer states) as they always were.
+        layer, scale = (top, 1.0) if in_head else scales.get(name, (0, 1.0))
+        key = (layer if scales else int(in_head), decay)
+        if key not in groups:
+            part = "head" if in_head else ("backbone" if not scales else f"layer{layer}")
+            groups[key] = {
+                "params": [],
+                "lr": (phase.head_lr if in_head else phase.backbone_lr * scale),
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{part}{'' if decay else '_no_decay'}",
+            }
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]

@@ -1,4 +1,17 @@
-"""Optimizers and LR schedules by name, built per phase from the config.
+"""Optimizers by name (timm's factory) and LR schedules, built per phase from the config.
+
+Optimizers come from ``timm.optim.create_optimizer_v2`` over the parameter groups of
+:func:`transferlab.finetune.param_groups` (head / backbone LR, layer-wise LR decay, no
+weight decay on biases and norms). Two settings are passed explicitly so the optimizers
+stay the ones of ``torch.optim`` as before: ``nesterov`` for SGD (timm's ``sgd`` defaults
+to Nesterov) and RMSprop's ``alpha=0.99`` (timm's registry defaults to TensorFlow's 0.9).
+
+Schedules stay :class:`Schedule` (LambdaLR / OneCycleLR), not timm's schedulers. Why:
+timm has no one-cycle schedule; its schedulers are driven by the caller's epoch and
+update counters (``step(epoch)``, ``step_update(num_updates)``) and would replace one
+stepping interface with two; and a LambdaLR's state dict restores the exact step, which
+the bit-exact resume test checks. The layer-decay scale is therefore baked into each
+group's ``lr`` (timm's ``lr_scale`` key is read only by timm's schedulers).
 
 Every schedule is stepped once per batch (``step_batch``) and once per epoch
 (``step_epoch``); each kind reacts to the one it needs. Epoch-based decays
@@ -12,7 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import torch
+from timm.optim import create_optimizer_v2
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
@@ -20,14 +33,23 @@ from transferlab.config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> Optimizer:
-    name = cfg.optimizer
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    """``cfg.optimizer`` over ``groups`` (each group carries its own lr and weight decay)."""
+    extra: dict[str, Any] = {}
+    if cfg.optimizer == "sgd":
+        extra["nesterov"] = cfg.nesterov
+    elif cfg.optimizer == "rmsprop":
+        extra["alpha"] = 0.99  # torch's default, as before; timm's registry says 0.9
+    return create_optimizer_v2(
+        groups, opt=cfg.optimizer, lr=cfg.lr, weight_decay=0.0, momentum=cfg.momentum, **extra
+    )
+
+
+def is_improvement(monitor: str, value: float, best: float | None, min_delta: float) -> bool:
+    """Strictly better than ``best`` by more than ``min_delta``: a tie is no improvement,
+    so patience runs out when a small validation set repeats its metric exactly."""
+    if best is None:
+        return True
+    return value < best - min_delta if monitor == "val_loss" else value > best + min_delta
 
 
 def _factor(cfg: TrainConfig, total: int, per_epoch: int) -> Callable[[int], float]:
@@ -79,10 +101,7 @@ class Schedule:
     def step_epoch(self, metric: float) -> None:
         if self.kind != "plateau":
             return
-        better = self.best is None or (
-            metric < self.best if self.cfg.monitor == "val_loss" else metric > self.best
-        )
-        if better:
+        if is_improvement(self.cfg.monitor, metric, self.best, self.cfg.min_delta):
             self.best, self.bad_epochs = metric, 0
         else:
             self.bad_epochs += 1
