@@ -405,3 +405,204 @@ def test_every_command_help_has_examples(command: str) -> None:
 
 def test_the_core_commands_exist() -> None:
     assert {"train", "evaluate", "predict", "models"} <= set(COMMANDS)
+
+
+# --- typed configuration, --set and value checks ----------------------------------------
+
+# A CNN without ImageNet weights trained from scratch at 64 px: the quickest real run.
+SCRATCH = ["--model", "convnet1", "--weights", "none", "--strategy", "scratch"]
+TINY_RUN = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 4 real photos."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    for label in CLASSES:
+        copy_photos(label, root / label, 4)
+    return root
+
+
+def one_error_line(code: int, err: str) -> str:
+    """Exit 2 and exactly one ``error:`` line, not a crash."""
+    assert code == 2, err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "unexpected" not in err and "Traceback" not in err
+    return errors[0]
+
+
+def train_error(tmp_path: Path, data: Path, *args: str, yaml_text: str | None = None) -> str:
+    extra: list[str] = []
+    if yaml_text is not None:
+        (tmp_path / "config.yaml").write_text(yaml_text, encoding="utf-8")
+        extra = ["--config", str(tmp_path / "config.yaml")]
+    code, _, err = invoke("train", data, "--out", tmp_path / "run", *extra, *args, *CPU_SEED)
+    return one_error_line(code, err)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "names"),
+    [
+        ("train: {lr: fast}\n", ["train.lr", "'fast'", "float"]),
+        ("train: {epochs: 2.5}\n", ["train.epochs", "2.5", "int"]),
+        ("train: {epochs: true}\n", ["train.epochs", "True", "int"]),
+        ("foo: {bar: 1}\n", ["'foo'", "data, model, train"]),
+        ("train: {foo: 1}\n", ["train.foo", "head_epochs"]),
+    ],
+)
+def test_config_yaml_of_the_wrong_type_is_one_line(
+    tmp_path: Path, tiny: Path, yaml_text: str, names: list[str]
+) -> None:
+    line = train_error(tmp_path, tiny, *SCRATCH, *TINY_RUN, yaml_text=yaml_text)
+    assert all(n in line for n in names), line
+
+
+@pytest.mark.parametrize(
+    ("augment", "key"),
+    [
+        ("{randaugment: 2, randaugment_magnitude: 99}", "augment.randaugment_magnitude"),
+        ("{scale_min: 5}", "augment.scale_min"),
+        ("{randaugment: -1}", "augment.randaugment"),
+        ("{mixup: -3}", "augment.mixup"),
+        ("{cutmix: -1}", "augment.cutmix"),
+        ("{hflip: 7}", "augment.hflip"),
+        ("{rotation: -400}", "augment.rotation"),
+        ("{color_jitter: -2}", "augment.color_jitter"),
+    ],
+)
+def test_augment_values_out_of_range_are_one_line(
+    tmp_path: Path, tiny: Path, augment: str, key: str
+) -> None:
+    line = train_error(tmp_path, tiny, *SCRATCH, *TINY_RUN, yaml_text=f"augment: {augment}\n")
+    assert key in line and "out of range" in line, line
+
+
+def test_unknown_model_kwargs_name_the_key(tmp_path: Path, tiny: Path) -> None:
+    line = train_error(tmp_path, tiny, *TINY_RUN, "--set", "model.kwargs.bogus=3")
+    assert "model.kwargs" in line and "bogus" in line and "tf_efficientnet_lite0" in line
+
+
+def test_bad_model_kwargs_values_name_the_key(tmp_path: Path, tiny: Path) -> None:
+    yaml_text = "model: {name: alexnet, weights: none, kwargs: {stride: 0}}\n"
+    line = train_error(tmp_path, tiny, *TINY_RUN, yaml_text=yaml_text)
+    assert "model.kwargs" in line and "stride" in line, line
+
+
+def test_trainable_groups_errors_name_the_same_range(tmp_path: Path, tiny: Path) -> None:
+    top_n = [*SCRATCH[:4], "--strategy", "top-n", *TINY_RUN]
+    zero = train_error(tmp_path, tiny, *top_n, "--trainable-groups", "0")
+    too_many = train_error(tmp_path, tiny, *top_n, "--trainable-groups", "99")
+    assert "--trainable-groups" in zero and ">= 1" in zero, zero
+    assert "--trainable-groups 99" in too_many and "use 1..2" in too_many, too_many
+
+
+def test_milestones_error_shows_a_milestones_example(tmp_path: Path, tiny: Path) -> None:
+    line = train_error(
+        tmp_path, tiny, *SCRATCH, *TINY_RUN, "--scheduler", "multistep", "--milestones", "5,x"
+    )
+    assert "--milestones" in line and "10,20" in line and "1024,512" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--scheduler", "multistep"], ["--scheduler multistep", "--milestones"]),
+        (["--hidden-units", "64"], ["--hidden-units", "--head mlp"]),
+        (["--head", "mlp", "--hidden-units", ""], ["--head mlp", "--hidden-units"]),
+    ],
+)
+def test_settings_that_would_do_nothing_are_errors(
+    tmp_path: Path, tiny: Path, args: list[str], names: list[str]
+) -> None:
+    line = train_error(tmp_path, tiny, *SCRATCH, *TINY_RUN, *args)
+    assert all(n in line for n in names), line
+
+
+def test_a_custom_cnn_without_weights_none_says_how(tmp_path: Path, tiny: Path) -> None:
+    line = train_error(tmp_path, tiny, "--model", "convnet1", *TINY_RUN)
+    assert "--weights none" in line and "--strategy scratch" in line, line
+    assert "timm has no" not in line
+
+
+def _labels_csv(folder: Path, header: str, split: str | None) -> Path:
+    rows = [header]
+    for label in CLASSES:
+        for photo in copy_photos(label, folder / label, 4):
+            rel = photo.relative_to(folder).as_posix()
+            rows.append(f'"{rel}",{label}' + (f",{split}" if split else ""))
+    path = folder / "labels.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_csv_split_column_without_val_rows_says_so(tmp_path: Path) -> None:
+    csv_file = _labels_csv(tmp_path / "csv", "path,label,split", "train")
+    line = train_error(tmp_path, csv_file, *SCRATCH, *TINY_RUN)
+    assert "split" in line and "val" in line and "val/ folder" not in line, line
+
+
+def test_a_csv_with_other_column_names_says_which_are_expected(tmp_path: Path) -> None:
+    csv_file = _labels_csv(tmp_path / "csv", "file,class", None)
+    line = train_error(tmp_path, csv_file, *SCRATCH, *TINY_RUN)
+    assert "path" in line and "label" in line and "'file'" in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--set", "train.lr=fast"], ["train.lr", "'fast'"]),
+        (["--set", "train.foo=1"], ["train.foo"]),
+        (["--set", "nonsense"], ["--set", "section.key=value"]),
+        (["--set", "augment.mixup=-3"], ["augment.mixup", "out of range"]),
+        (["--layer-decay", "1.5"], ["--layer-decay", "train.layer_decay"]),
+        (["--min-delta", "-1"], ["--min-delta", "train.min_delta"]),
+        (["--val-fraction", "1.5"], ["--val-fraction", "data.val_fraction"]),
+    ],
+)
+def test_set_and_flags_are_checked_like_yaml(
+    tmp_path: Path, tiny: Path, args: list[str], names: list[str]
+) -> None:
+    line = train_error(tmp_path, tiny, *SCRATCH, *TINY_RUN, *args)
+    assert all(n in line for n in names), line
+
+
+def test_lr_find_takes_set(tmp_path: Path, tiny: Path) -> None:
+    code, _, err = invoke(
+        "lr-find", tiny, *SCRATCH[:4], "--out", tmp_path / "lr", "--set", "augment.mixup=-3"
+    )
+    assert "augment.mixup" in one_error_line(code, err)
+
+
+def test_train_help_shows_set_examples_and_the_new_options() -> None:
+    code, out, _ = invoke("train", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for text in ("--set", "train.label_smoothing=0.05", "--head-epochs", "--layer-decay"):
+        assert text in flat, text
+    assert "--min-delta" in flat and "Precedence" in flat
+    assert "--warmup-epochs" not in flat  # the old name still works, hidden
+
+
+@pytest.mark.slow
+def test_precedence_yaml_then_set_then_flags(tmp_path: Path, tiny: Path) -> None:
+    config = tmp_path / "base.yaml"
+    config.write_text(
+        "train: {epochs: 5, batch_size: 4, lr: 1e-3}\nmodel: {image_size: 96}\n", encoding="utf-8"
+    )
+    proc = transferlab(
+        "train", tiny, "--out", "run", *SCRATCH, "--config", config,
+        "--set", "train.epochs=3", "--set", "train.batch_size=6", "--set", "model.image_size=64",
+        "--epochs", "1", "--warmup-epochs", "2", "--layer-decay", "0.8", "--min-delta", "0.01",
+        *CPU_SEED, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert cfg["train"]["epochs"] == 1  # flag over --set over YAML
+    assert cfg["train"]["batch_size"] == 6  # --set over YAML
+    assert cfg["train"]["lr"] == 0.001  # YAML's 1e-3, a number
+    assert cfg["model"]["image_size"] == 64
+    assert cfg["train"]["head_epochs"] == 2  # the old --warmup-epochs name
+    assert (cfg["train"]["layer_decay"], cfg["train"]["min_delta"]) == (0.8, 0.01)
+    renamed = [ln for ln in proc.stderr.splitlines() if "--warmup-epochs" in ln]
+    assert len(renamed) == 1 and "--head-epochs" in renamed[0], proc.stderr

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from transferlab.cli._common import Debug, Quiet, app, err, guard, out, print_metrics, setup_logging
+from transferlab.cli._common import (
+    ConfigFile,
+    ConfigOption,
+    Debug,
+    Quiet,
+    Sets,
+    app,
+    err,
+    guard,
+    out,
+    print_metrics,
+    run_config,
+    setup_logging,
+)
 
 TRAIN_EXAMPLES = """
 [bold]Examples[/bold]
@@ -17,6 +30,14 @@ TRAIN_EXAMPLES = """
   transferlab train labels.csv --out runs/c --model tf_efficientnet_lite2
   transferlab train photos/ --out runs/d --split-file runs/demo/split.csv
   transferlab train photos/ --out runs/e --config runs/demo/config.yaml --lr 5e-4
+
+[bold]Any config key: --set section.key=value[/bold]
+
+  transferlab train photos/ --out runs/f --set train.label_smoothing=0.05 --set model.drop_rate=0.3
+  transferlab train photos/ --out runs/g --set augment.mixup=0.2 --set augment.randaugment=2
+  transferlab train photos/ --out runs/h --model alexnet --weights none --set model.kwargs.stride=2
+
+Precedence: defaults < --config YAML < --set < options such as --lr.
 
 [bold]Strategies[/bold]
 
@@ -42,83 +63,142 @@ TRAIN_EXAMPLES = """
 """
 
 
-def _ints(text: str | None, option: str) -> list[int] | None:
-    if text is None:
-        return None
+Opt = typer.Option
+Key = ConfigOption  # an option that sets one config key
+
+
+def _check_resume_alone(given: dict[str, object]) -> None:
+    """--resume continues with the run's own config.yaml; other settings would be ignored."""
+    from transferlab.cli._common import flag_overrides
     from transferlab.errors import ConfigError
 
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} takes comma-separated integers, e.g. 1024,512") from None
-
-
-Opt = typer.Option
+    extra = [k for k in ("data", "out_dir", "config", "sets") if given.get(k)]
+    if extra or flag_overrides(train, given):
+        raise ConfigError(
+            "--resume continues a run with its own config.yaml and data; drop the other "
+            "settings (or train a new run with --out)"
+        )
 
 
 @app.command(epilog=TRAIN_EXAMPLES)
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path | None,
         typer.Argument(help="Class folders, train/ + val/ (+ test/) folders, or a path,label CSV."),
     ] = None,
     out_dir: Annotated[Path | None, Opt("--out", help="Run folder to create.")] = None,
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run folder.")] = None,
-    config: Annotated[
-        Path | None, Opt(help="YAML config (e.g. a run's config.yaml); options override it.")
+    config: ConfigFile = None,
+    sets: Sets = None,
+    model: Annotated[str | None, Key("model.name", help="timm or tv/ model name.")] = None,
+    weights: Annotated[
+        str | None, Key("model.weights", help="imagenet | none | PATH (weights/bundle).")
     ] = None,
-    model: Annotated[str | None, Opt(help="timm or tv/ model name.")] = None,
-    weights: Annotated[str | None, Opt(help="imagenet | none | PATH (weights/bundle).")] = None,
     strategy: Annotated[
-        str | None, Opt(help="two-stage | linear-probe | top-n | full | scratch")
+        str | None, Key("train.strategy", help="two-stage | linear-probe | top-n | full | scratch")
     ] = None,
-    trainable_groups: Annotated[int | None, Opt(help="top-n: layer groups that train.")] = None,
-    epochs: Annotated[int | None, Opt(help="Main epochs (two-stage: after the warm-up).")] = None,
-    head_epochs: Annotated[int | None, Opt(help="two-stage: head-only epochs first.")] = None,
-    batch_size: Annotated[int | None, Opt(help="Images per batch.")] = None,
-    image_size: Annotated[int | None, Opt(help="Input size (default: the model's).")] = None,
-    lr: Annotated[float | None, Opt(help="Head learning rate.")] = None,
-    backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this.")] = None,
-    weight_decay: Annotated[float | None, Opt(help="Weight decay (not on biases/norms).")] = None,
-    optimizer: Annotated[str | None, Opt(help="adamw | adam | sgd | rmsprop")] = None,
-    momentum: Annotated[float | None, Opt(help="sgd / rmsprop momentum.")] = None,
-    nesterov: Annotated[bool | None, Opt("--nesterov/--no-nesterov", help="sgd.")] = None,
+    trainable_groups: Annotated[
+        int | None, Key("train.trainable_groups", help="top-n: layer groups that train.")
+    ] = None,
+    epochs: Annotated[
+        int | None, Key("train.epochs", help="Main epochs (two-stage: after the head epochs).")
+    ] = None,
+    head_epochs: Annotated[
+        int | None, Key("train.head_epochs", help="two-stage: head-only epochs first.")
+    ] = None,
+    warmup_epochs: Annotated[
+        int | None,
+        Key("train.head_epochs", "--warmup-epochs", help="Old name.", renamed_to="--head-epochs"),
+    ] = None,
+    batch_size: Annotated[int | None, Key("train.batch_size", help="Images per batch.")] = None,
+    image_size: Annotated[
+        int | None, Key("model.image_size", help="Input size (default: the model's).")
+    ] = None,
+    lr: Annotated[float | None, Key("train.lr", help="Head learning rate.")] = None,
+    backbone_lr_mult: Annotated[
+        float | None, Key("train.backbone_lr_mult", help="Backbone LR = lr x this.")
+    ] = None,
+    layer_decay: Annotated[
+        float | None,
+        Key("train.layer_decay", help="Layer-wise LR decay in (0, 1]: each lower group x this."),
+    ] = None,
+    weight_decay: Annotated[
+        float | None, Key("train.weight_decay", help="Weight decay (not on biases/norms).")
+    ] = None,
+    optimizer: Annotated[
+        str | None, Key("train.optimizer", help="adamw | adam | sgd | rmsprop")
+    ] = None,
+    momentum: Annotated[float | None, Key("train.momentum", help="sgd / rmsprop momentum.")] = None,
+    nesterov: Annotated[
+        bool | None, Key("train.nesterov", "--nesterov/--no-nesterov", help="sgd.")
+    ] = None,
     scheduler: Annotated[
-        str | None, Opt(help="cosine | none | step | multistep | onecycle | plateau")
+        str | None,
+        Key("train.scheduler", help="cosine | none | step | multistep | onecycle | plateau"),
     ] = None,
-    milestones: Annotated[str | None, Opt(help="multistep: epochs, e.g. 10,20.")] = None,
-    gamma: Annotated[float | None, Opt(help="step/multistep/plateau decay factor.")] = None,
-    bn: Annotated[str | None, Opt(help="train | frozen (BatchNorm in inference mode).")] = None,
-    head: Annotated[str | None, Opt(help="linear | mlp")] = None,
-    hidden_units: Annotated[str | None, Opt(help="mlp head widths, e.g. 1024,512.")] = None,
-    augment: Annotated[str | None, Opt(help="none | light | strong")] = None,
-    label_smoothing: Annotated[float | None, Opt(help="Label smoothing (0 to turn off).")] = None,
-    class_weights: Annotated[str | None, Opt(help="none | auto (inverse frequency).")] = None,
-    sampler: Annotated[str | None, Opt(help="random | balanced")] = None,
-    early_stopping: Annotated[int | None, Opt(help="Patience in epochs, per phase.")] = None,
+    milestones: Annotated[
+        str | None, Key("train.milestones", help="multistep: epochs, e.g. 10,20.")
+    ] = None,
+    gamma: Annotated[
+        float | None, Key("train.gamma", help="step/multistep/plateau decay factor.")
+    ] = None,
+    bn: Annotated[
+        str | None, Key("train.bn", help="train | frozen (BatchNorm in inference mode).")
+    ] = None,
+    head: Annotated[str | None, Key("model.head", help="linear | mlp")] = None,
+    hidden_units: Annotated[
+        str | None, Key("model.hidden_units", help="mlp head widths, e.g. 1024,512.")
+    ] = None,
+    augment: Annotated[str | None, Key("augment.preset", help="none | light | strong")] = None,
+    label_smoothing: Annotated[
+        float | None, Key("train.label_smoothing", help="Label smoothing (0 to turn off).")
+    ] = None,
+    class_weights: Annotated[
+        str | None, Key("train.class_weights", help="none | auto (inverse frequency).")
+    ] = None,
+    sampler: Annotated[str | None, Key("train.sampler", help="random | balanced")] = None,
+    early_stopping: Annotated[
+        int | None, Key("train.early_stopping", help="Patience in epochs, per phase.")
+    ] = None,
+    min_delta: Annotated[
+        float | None,
+        Key("train.min_delta", help="An epoch improves only by more than this (early stopping)."),
+    ] = None,
     monitor: Annotated[
-        str | None, Opt(help="val_macro_f1 | val_accuracy | val_loss (best checkpoint).")
+        str | None,
+        Key("train.monitor", help="val_macro_f1 | val_accuracy | val_loss (best checkpoint)."),
     ] = None,
-    init_from: Annotated[str | None, Opt(help="Start from a bundle, run or checkpoint.")] = None,
+    init_from: Annotated[
+        str | None, Key("train.init_from", help="Start from a bundle, run or checkpoint.")
+    ] = None,
     feature_cache_dir: Annotated[
-        Path | None, Opt(help="Keep frozen-backbone features here for later runs.")
+        Path | None,
+        Key("train.feature_cache_dir", help="Keep frozen-backbone features here for later runs."),
     ] = None,
-    seed: Annotated[int | None, Opt(help="Seed for split, init, order and augmentation.")] = None,
-    val_fraction: Annotated[float | None, Opt(help="Share of each class for validation.")] = None,
-    test_fraction: Annotated[float | None, Opt(help="Share of each class for test.")] = None,
-    split_file: Annotated[Path | None, Opt(help="Reuse a run's split.csv.")] = None,
-    precision: Annotated[str | None, Opt(help="fp32 | bf16 (autocast).")] = None,
+    seed: Annotated[
+        int | None, Key("train.seed", help="Seed for split, init, order and augmentation.")
+    ] = None,
+    val_fraction: Annotated[
+        float | None, Key("data.val_fraction", help="Share of each class for validation.")
+    ] = None,
+    test_fraction: Annotated[
+        float | None, Key("data.test_fraction", help="Share of each class for test.")
+    ] = None,
+    split_file: Annotated[
+        Path | None, Key("data.split_file", help="Reuse a run's split.csv.")
+    ] = None,
+    precision: Annotated[str | None, Key("train.precision", help="fp32 | bf16 (autocast).")] = None,
     logger: Annotated[
         list[str] | None, Opt("--logger", help="tensorboard | mlflow | csv (repeatable).")
     ] = None,
-    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
+    device: Annotated[str | None, Key("train.device", help="auto | cpu | cuda | cuda:N")] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Fine-tune a classifier on DATA and write a run folder: model, metrics, history, split."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.config import from_dict, load_yaml
         from transferlab.engine import Callback
         from transferlab.errors import ConfigError
         from transferlab.pipeline import resume_run, train_run
@@ -129,52 +209,16 @@ def train(
         if err.is_terminal and not quiet:
             callbacks.append(ProgressBar(err))
         if resume is not None:
+            _check_resume_alone(ctx.params)
             callbacks += make_loggers(logger or [], resume)
             result = resume_run(resume, callbacks)
             out_dir = resume
         else:
             if data is None or out_dir is None:
                 raise ConfigError("give DATA and --out RUN (or --resume RUN to continue a run)")
+            cfg = run_config(train, ctx.params, config, sets, {"data.path": str(data)})
             callbacks += make_loggers(logger or [], out_dir)
-            raw: dict[str, Any] = load_yaml(config) if config else {}
-            overrides = {
-                "data.path": str(data),
-                "data.val_fraction": val_fraction,
-                "data.test_fraction": test_fraction,
-                "data.split_file": str(split_file) if split_file else None,
-                "model.name": model,
-                "model.weights": weights,
-                "model.image_size": image_size,
-                "model.head": head,
-                "model.hidden_units": _ints(hidden_units, "--hidden-units"),
-                "train.strategy": strategy,
-                "train.trainable_groups": trainable_groups,
-                "train.epochs": epochs,
-                "train.head_epochs": head_epochs,
-                "train.batch_size": batch_size,
-                "train.lr": lr,
-                "train.backbone_lr_mult": backbone_lr_mult,
-                "train.weight_decay": weight_decay,
-                "train.optimizer": optimizer,
-                "train.momentum": momentum,
-                "train.nesterov": nesterov,
-                "train.scheduler": scheduler,
-                "train.milestones": _ints(milestones, "--milestones"),
-                "train.gamma": gamma,
-                "train.bn": bn,
-                "train.label_smoothing": label_smoothing,
-                "train.class_weights": class_weights,
-                "train.sampler": sampler,
-                "train.early_stopping": early_stopping,
-                "train.monitor": monitor,
-                "train.init_from": init_from,
-                "train.feature_cache_dir": str(feature_cache_dir) if feature_cache_dir else None,
-                "train.seed": seed,
-                "train.precision": precision,
-                "train.device": device,
-                "augment.preset": augment,
-            }
-            result = train_run(from_dict(raw, overrides), out_dir, callbacks)
+            result = train_run(cfg, out_dir, callbacks)
         finish_run(callbacks, result.metrics)
         print_metrics(result.metrics, f"{result.metrics['split']} split", quiet)
         if not quiet:
