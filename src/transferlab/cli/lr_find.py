@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from transferlab.cli._common import Debug, Quiet, app, guard, out, setup_logging
+from transferlab.cli._common import (
+    ConfigFile,
+    ConfigOption,
+    Debug,
+    Quiet,
+    Sets,
+    app,
+    guard,
+    out,
+    run_config,
+    setup_logging,
+)
 
 LR_FIND_EXAMPLES = """
 [bold]Examples[/bold]
@@ -16,6 +27,9 @@ LR_FIND_EXAMPLES = """
   transferlab lr-find photos/ --model convnet2 --weights none --image-size 64 --steps 60
   transferlab lr-find photos/ --model tv/resnet18 --start-lr 1e-6 --end-lr 1 --batch-size 16
   transferlab lr-find photos/ --config runs/demo/config.yaml --optimizer sgd
+  transferlab lr-find photos/ --set train.weight_decay=0.05 --set augment.preset=strong
+
+Precedence: defaults < --config YAML < --set < options such as --optimizer.
 
 The suggestion is the LR of the steepest fall of the smoothed loss before its minimum,
 at most a tenth of the LR at the minimum: never the point where training diverged.
@@ -24,56 +38,53 @@ at most a tenth of the LR at the minimum: never the point where training diverge
 
 @app.command("lr-find", epilog=LR_FIND_EXAMPLES)
 def lr_find(
+    context: typer.Context,
     data: Annotated[
         Path,
         typer.Argument(help="Class folders, train/ + val/ (+ test/) folders, or a path,label CSV."),
     ],
     model: Annotated[
-        str | None, typer.Option(help="Model name (default tf_efficientnet_lite0).")
+        str | None, ConfigOption("model.name", help="Model name (default tf_efficientnet_lite0).")
     ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="imagenet | none | PATH to weights or a bundle.")
+        str | None,
+        ConfigOption("model.weights", help="imagenet | none | PATH to weights or a bundle."),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Input size in pixels (default: the model's).")
+        int | None,
+        ConfigOption("model.image_size", help="Input size in pixels (default: the model's)."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    batch_size: Annotated[
+        int | None, ConfigOption("train.batch_size", help="Images per batch.")
+    ] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="adamw | adam | sgd | rmsprop (default adamw).")
+        str | None,
+        ConfigOption("train.optimizer", help="adamw | adam | sgd | rmsprop (default adamw)."),
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="YAML config (e.g. a run's config.yaml); options override it."),
-    ] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
     start_lr: Annotated[float, typer.Option(help="First learning rate tried.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Last learning rate tried.")] = 10.0,
     steps: Annotated[int, typer.Option(help="Mini-batches (LR steps) at most.")] = 100,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for lr_find.csv and lr_find.png.")
     ] = Path("lr-find"),
-    seed: Annotated[int | None, typer.Option(help="Seed for split, init and batches.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    seed: Annotated[
+        int | None, ConfigOption("train.seed", help="Seed for split, init and batches.")
+    ] = None,
+    device: Annotated[
+        str | None, ConfigOption("train.device", help="auto | cpu | cuda | cuda:N")
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """LR range test: raise the LR exponentially over mini-batches, plot the loss, suggest an LR."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.config import from_dict, load_yaml
         from transferlab.lr_find import check_range, find_lr, write_csv, write_plot
 
         check_range(start_lr, end_lr, steps)
-        overrides = {
-            "data.path": str(data),
-            "model.name": model,
-            "model.weights": weights,
-            "model.image_size": image_size,
-            "train.batch_size": batch_size,
-            "train.optimizer": optimizer,
-            "train.seed": seed,
-            "train.device": device,
-        }
-        cfg = from_dict(load_yaml(config) if config else {}, overrides)
+        cfg = run_config(lr_find, context.params, config, sets, {"data.path": str(data)})
         result, ctx = find_lr(cfg, start_lr, end_lr, steps)
         csv_path = write_csv(result, out_dir / "lr_find.csv")
         title = (
