@@ -12,7 +12,7 @@ import transferlab.models  # noqa: F401  (registers the custom nets)
 from helpers import example_photos
 from transferlab.data.images import load_image
 from transferlab.data.transforms import Preprocessing, eval_batch, to_base
-from transferlab.errors import WeightsError
+from transferlab.errors import ConfigError, WeightsError
 from transferlab.models.custom import AlexNet, ConvNet
 from transferlab.models.registry import create_model, resolve_preprocessing
 
@@ -157,3 +157,39 @@ def test_sgd_steps_reduce_the_loss_from_scratch(name: str) -> None:
     assert np.isfinite(losses).all()
     assert min(losses[-3:]) < losses[0] * 0.7
     assert final < losses[0]
+
+
+# --- model.kwargs and weights errors name what to change ---------------------------------
+
+
+def test_model_kwargs_reach_the_architecture() -> None:
+    model, _ = create_model("alexnet", 3, "none", kwargs={"stride": 2, "width": 0.5})
+    assert convs(model)[0].stride == (2, 2) and convs(model)[0].out_channels == 48
+
+
+@pytest.mark.parametrize(
+    ("name", "weights", "kwargs", "names"),
+    [
+        ("alexnet", "none", {"stride": 0}, ["model.kwargs", "stride", "alexnet"]),
+        ("convnet1", "none", {"bogus": 3}, ["model.kwargs.bogus", "convnet1"]),
+        # Offline packaged ImageNet weights: the same check.
+        ("tf_efficientnet_lite0", "imagenet", {"bogus": 3}, ["model.kwargs.bogus"]),
+        ("tv/resnet18", "none", {"stride": 2}, ["model.kwargs", "tv/resnet18"]),
+    ],
+)
+def test_bad_model_kwargs_are_config_errors(
+    name: str, weights: str, kwargs: dict[str, int], names: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        create_model(name, 3, weights, kwargs=kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    assert all(n in message for n in names), message
+
+
+def test_a_custom_cnn_with_imagenet_weights_says_to_train_from_scratch() -> None:
+    with pytest.raises(WeightsError) as info:
+        create_model("convnet1", 3, "imagenet")
+    message = str(info.value)
+    assert "--weights none" in message and "--strategy scratch" in message
+    assert "timm has no" not in message

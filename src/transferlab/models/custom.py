@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-__all__ = ["AlexNet", "ConvNet", "TimmStyleClassifier"]
+__all__ = ["CUSTOM_MODELS", "AlexNet", "ConvNet", "TimmStyleClassifier"]
 
 DEFAULT_INPUT_SIZE = 128
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -263,19 +263,8 @@ class ConvNet(TimmStyleClassifier):
         return self.blocks(self.stem(x))
 
 
-default_cfgs = generate_default_cfgs(
-    {
-        name: _cfg()
-        for name in (
-            "alexnet",
-            "flat_alexnet",
-            "narrow_alexnet",
-            "convnet1",
-            "convnet2",
-            "convnet3",
-        )
-    }
-)
+CUSTOM_MODELS = ("alexnet", "flat_alexnet", "narrow_alexnet", "convnet1", "convnet2", "convnet3")
+default_cfgs = generate_default_cfgs({name: _cfg() for name in CUSTOM_MODELS})
 
 
 def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> Any:

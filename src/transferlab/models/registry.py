@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from transferlab.data.transforms import Preprocessing
-from transferlab.errors import ModelError, WeightsError
+from transferlab.errors import ConfigError, ModelError, WeightsError
 from transferlab.models import weights as wsrc
+from transferlab.models.custom import CUSTOM_MODELS
 from transferlab.models.heads import HeadSpec, install_head
 
 logger = logging.getLogger(__name__)
@@ -86,13 +88,43 @@ def _offline_hint() -> str:
     )
 
 
-def _from_hub(name: str, num_classes: int, drop_rate: float) -> tuple[nn.Module, str]:
+def _timm_model(name: str, kwargs: dict[str, Any], **fixed: Any) -> nn.Module:
+    """``timm.create_model`` with the user's ``model.kwargs``; one they do not fit is named."""
+    try:
+        return timm.create_model(name, **fixed, **kwargs)
+    except (TypeError, ValueError) as exc:
+        if not kwargs:
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", text)
+        if unknown:
+            raise ConfigError(
+                f"model.kwargs.{unknown[1]}: '{name}' takes no argument '{unknown[1]}'; "
+                "remove it from model.kwargs"
+            ) from exc
+        raise ConfigError(
+            f"model.kwargs {kwargs} do not fit '{name}': {text}; fix them in model.kwargs"
+        ) from exc
+
+
+def _no_weights(name: str) -> WeightsError:
+    if name in CUSTOM_MODELS:
+        return WeightsError(
+            f"'{name}' is one of transferlab's own CNNs and has no ImageNet weights; train it "
+            "from random weights with --weights none (or --strategy scratch), or --weights PATH"
+        )
+    return WeightsError(
+        f"timm has no ImageNet weights for '{name}'; use --weights none, a weights PATH, "
+        f"or a model with weights (offline: {_offline_hint()})"
+    )
+
+
+def _from_hub(
+    name: str, num_classes: int, drop_rate: float, kwargs: dict[str, Any]
+) -> tuple[nn.Module, str]:
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        raise WeightsError(
-            f"timm has no ImageNet weights for '{name}'; use --weights none, a weights PATH, "
-            f"or a model with weights (offline: {_offline_hint()})"
-        )
+        raise _no_weights(name)
     overlay = None
     if not _hub_reachable():
         cached = _cached_hub_file(name)
@@ -103,13 +135,16 @@ def _from_hub(name: str, num_classes: int, drop_rate: float) -> tuple[nn.Module,
             )
         overlay = {"file": cached}
     try:
-        model = timm.create_model(
+        model = _timm_model(
             name,
+            kwargs,
             pretrained=True,
             num_classes=num_classes,
             drop_rate=drop_rate,
             pretrained_cfg_overlay=overlay,
         )
+    except ConfigError:
+        raise
     except Exception as exc:  # network and hub errors come in many types
         raise WeightsError(
             f"loading ImageNet weights for '{name}' failed ({exc.__class__.__name__}: "
@@ -125,13 +160,15 @@ def _bare_model(
     if name.startswith("tv/"):
         from transferlab.models.tv import create_tv_model
 
+        if kwargs:
+            raise ConfigError(
+                f"model.kwargs {kwargs}: torchvision models such as '{name}' take none; "
+                "remove model.kwargs"
+            )
         return create_tv_model(name, num_classes, pretrained=pretrained, drop_rate=drop_rate)
-    try:
-        return timm.create_model(
-            name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **kwargs
-        )
-    except TypeError as exc:
-        raise ModelError(f"bad model.kwargs for '{name}': {exc}") from exc
+    return _timm_model(
+        name, kwargs, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate
+    )
 
 
 def _weights_file(path: Path) -> Path:
@@ -205,11 +242,11 @@ def create_model(
     elif weights == "imagenet" and name.startswith("tv/"):
         model, source = _bare_model(name, num_classes, drop_rate, kwargs, True), "torchvision"
     elif weights == "imagenet" and wsrc.has_offline_weights(name):
-        model = timm.create_model(name, pretrained=False, drop_rate=drop_rate, **kwargs)
+        model = _timm_model(name, kwargs, pretrained=False, drop_rate=drop_rate)
         source = wsrc.load_packaged(name, model)
         model.reset_classifier(num_classes)  # type: ignore[operator]
     elif weights == "imagenet":
-        model, source = _from_hub(name, num_classes, drop_rate)
+        model, source = _from_hub(name, num_classes, drop_rate, kwargs)
     else:
         path = Path(weights).expanduser()
         if not path.exists():
