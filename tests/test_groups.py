@@ -109,7 +109,7 @@ def test_top_n(name: str) -> None:
 
 def test_top_n_out_of_range_names_the_option() -> None:
     model = timm.create_model("resnet18", num_classes=3)
-    with pytest.raises(ConfigError, match=r"--trainable-groups 6 .* use 0\.\.5"):
+    with pytest.raises(ConfigError, match=r"--trainable-groups 6 .* use 1\.\.5"):
         trainable_for_top_n(model, 6)
     with pytest.raises(ConfigError, match="--trainable-groups"):
         trainable_for_top_n(model, -1)

@@ -65,17 +65,28 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     return [*body_groups(model), *([head] if head else [])]
 
 
+def check_top_n(model: nn.Module, n: int) -> None:
+    """``--trainable-groups n`` must name 1 .. the model's layer groups below the head.
+
+    Cheap once the model is built: call it before anything is written to a run folder.
+    """
+    count = len(body_groups(model))
+    if not 1 <= n <= count:
+        raise ConfigError(
+            f"--trainable-groups {n} is out of range: {type(model).__name__} has {count} layer "
+            f"groups below the head; use 1..{count} (--strategy linear-probe trains the head alone)"
+        )
+
+
 def trainable_for_top_n(model: nn.Module, n: int) -> set[str]:
     """Parameter names of the last ``n`` groups before the head, plus the head.
 
-    ``n=0`` is the head alone (a linear probe); ``n`` equal to the number of body groups is
-    the whole network.
+    ``n=0`` is the head alone (a linear probe, as the engine plans it); ``n`` equal to the
+    number of body groups is the whole network. Another ``n`` is the user's
+    ``--trainable-groups``, reported as :func:`check_top_n` does.
     """
     body = body_groups(model)
-    if n < 0 or n > len(body):
-        raise ConfigError(
-            f"--trainable-groups {n} is out of range: {type(model).__name__} has {len(body)} "
-            f"layer groups before the head; use 0..{len(body)}"
-        )
+    if n != 0:
+        check_top_n(model, n)
     chosen = body[len(body) - n :] if n else []
     return {name for group in chosen for name in group} | set(head_parameter_names(model))
