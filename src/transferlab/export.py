@@ -28,6 +28,15 @@ from torch import nn
 
 from transferlab.backends import Backend, OnnxBackend, TorchBackend
 from transferlab.bundle import Bundle, find_bundle_dir, load_bundle, save_bundle
+from transferlab.compress import (
+    QUANTIZE_MODES,
+    FinetuneConfig,
+    finetune_pruned,
+    make_permanent,
+    prune_magnitude,
+    quantize_int8,
+    sparsity,
+)
 from transferlab.data.images import ImageReadError, load_image
 from transferlab.data.store import ImageSet, decode_all
 from transferlab.data.transforms import eval_batch, to_base
@@ -149,8 +158,6 @@ class ExportOptions:
         return self.quantize is not None or self.prune is not None
 
     def check(self) -> ExportOptions:
-        from transferlab.compress import QUANTIZE_MODES
-
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}' is not one of: {', '.join(FORMATS)}")
         if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
@@ -221,13 +228,6 @@ def _accuracy(backend: Backend, images: ImageSet) -> tuple[float, torch.Tensor]:
 
 
 def _prune(bundle: Bundle, model_path: Path, options: ExportOptions) -> dict[str, Any]:
-    from transferlab.compress import (
-        FinetuneConfig,
-        finetune_pruned,
-        make_permanent,
-        prune_magnitude,
-        sparsity,
-    )
 
     assert options.prune is not None
     prune_magnitude(bundle.model, options.prune)
@@ -293,8 +293,6 @@ def _write(
         exported = OnnxBackend(out)
         _check_parity(report, reference, exported, checked.images)
         return exported
-    from transferlab.compress import quantize_int8
-
     calibration, described = _calibration_images(model_path, options, bundle, checked)
     with tempfile.TemporaryDirectory(prefix="transferlab-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from transferlab.data.images import ImageReadError, load_image
 from transferlab.errors import TransferlabError
 from transferlab.report import html, plots, stats
 
@@ -107,8 +108,6 @@ def batch_positions(epochs: list[int]) -> list[float]:
 
 def thumbnail(path: Path, size: int = THUMB_PX) -> bytes | None:
     """A PNG thumbnail, or None when the image is gone or unreadable."""
-    from transferlab.data.images import ImageReadError, load_image
-
     try:
         img = load_image(path)
     except ImageReadError:

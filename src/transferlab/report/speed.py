@@ -7,15 +7,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from transferlab.bundle import load_bundle
+from transferlab.data.split import read_split_csv
+from transferlab.data.store import decode_all
+from transferlab.engine import predict_logits, resolve_device
 from transferlab.errors import TransferlabError
+from transferlab.files import replace_when_done
+from transferlab.finetune import classifier
+from transferlab.models.layout import for_inference
 
 
 def _head_parameters(model: Any) -> int | None:
     try:
-        from transferlab.finetune import classifier
-
         return sum(p.numel() for p in classifier(model).parameters())
     except Exception:  # an architecture without a recognisable classifier
         return None
@@ -27,14 +33,6 @@ def measure_inference(
     """Images per second of the run's saved model on its evaluated split (best of several
     passes over it, at least ``min_seconds`` in all); writes ``RUN/inference.json``.
     Decoding is excluded: the images are decoded once beforehand."""
-    import torch
-
-    from transferlab.bundle import load_bundle
-    from transferlab.data.split import read_split_csv
-    from transferlab.data.store import decode_all
-    from transferlab.engine import predict_logits, resolve_device
-    from transferlab.models.layout import for_inference
-
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     data = Path(stored["data"]["path"])
@@ -71,5 +69,9 @@ def measure_inference(
         "split": which,
         "input_size": prep.input_size,
     }
-    (run_dir / "inference.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    # Atomic: the leaderboard reads inference.json, and a half-written one would break it.
+    replace_when_done(
+        run_dir / "inference.json",
+        lambda p: p.write_text(json.dumps(result, indent=2), encoding="utf-8"),
+    )
     return result
