@@ -3,6 +3,7 @@ upload page driven by a real headless Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import socket
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helpers import SAMPLES, truncated_jpeg
 from trained_model import CLASSES, held_out_photos, trained_run
+from transferlab.serve import Batcher
 
 MAX_UPLOAD_MB = 1
 MAX_MEGAPIXELS = 4
@@ -82,6 +86,51 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def _row_sums(batch: np.ndarray) -> torch.Tensor:
+    """A stand-in model: one number per image, so answers can be matched to requests."""
+    return torch.from_numpy(batch.reshape(len(batch), -1).sum(axis=1, keepdims=True))
+
+
+async def _submit_together(batcher: Batcher, images: list[np.ndarray]) -> list[np.ndarray]:
+    worker = asyncio.create_task(batcher.serve_forever())
+    try:
+        async with asyncio.timeout(5):  # a batcher that died leaves the requests waiting
+            return list(await asyncio.gather(*(batcher.submit(x) for x in images)))
+    finally:
+        worker.cancel()
+
+
+def test_requests_waiting_together_are_classified_in_one_batch() -> None:
+    batcher = Batcher(_row_sums, max_batch=4, window_s=0.05)
+    images = [np.full((3, 2, 2), i, dtype=np.uint8) for i in range(3)]
+    answers = asyncio.run(_submit_together(batcher, images))
+    assert [float(a[0]) for a in answers] == [0.0, 12.0, 24.0]
+    assert (batcher.batches, batcher.images) == (1, 3)
+
+
+def test_batcher_survives_the_timeout_of_python_3_10(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On Python 3.10 asyncio.wait_for raises asyncio.TimeoutError, a class of its own (the
+    # built-in TimeoutError only from 3.11): emulate that contract. A batcher catching only
+    # the built-in let it escape, died, and every later request waited for good.
+    class LegacyTimeoutError(Exception):
+        pass
+
+    wait_for = asyncio.wait_for
+
+    async def wait_for_310(awaitable: object, timeout: float | None) -> object:
+        try:
+            return await wait_for(awaitable, timeout)  # type: ignore[arg-type]
+        except TimeoutError:
+            raise LegacyTimeoutError from None
+
+    monkeypatch.setattr(asyncio, "wait_for", wait_for_310)
+    monkeypatch.setattr(asyncio, "TimeoutError", LegacyTimeoutError)
+    batcher = Batcher(_row_sums, max_batch=4, window_s=0.01)
+    first = asyncio.run(_submit_together(batcher, [np.ones((3, 2, 2), dtype=np.uint8)]))
+    assert float(first[0][0]) == 12.0  # a batch of one, after the window timed out
+    assert batcher.batches == 1
 
 
 def _post_file(server: Server, path: Path, **params: object) -> httpx.Response:

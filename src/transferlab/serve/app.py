@@ -83,7 +83,9 @@ class Batcher:
                     items.append(self.queue.get_nowait())
                 else:
                     items.append(await asyncio.wait_for(self.queue.get(), remaining))
-            except (asyncio.QueueEmpty, TimeoutError):
+            # asyncio.TimeoutError: what wait_for raises; the built-in TimeoutError only
+            # from Python 3.11 (on 3.10 the built-in let it escape and the batcher died).
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):  # noqa: UP041
                 break
         return items
 
