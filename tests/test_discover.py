@@ -255,3 +255,45 @@ def test_a_plain_file_is_not_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as exc:
         discover(photo)
     assert_one_line_error(exc, "is a file", "path,label CSV")
+
+
+@pytest.mark.parametrize("header", [["file", "class"], ["filename", "label", "split"]])
+def test_csv_header_with_other_column_names_says_which_are_expected(
+    tmp_path: Path, header: list[str]
+) -> None:
+    images = copy_photos("apse", tmp_path, 2) + copy_photos("altar", tmp_path, 2)
+    body = [[p.name, c, "train"][: len(header)] for p, c in zip(images, "aabb", strict=True)]
+    rows = [header, *body]
+    with pytest.raises(DatasetError) as info:
+        discover(write_csv(tmp_path / "labels.csv", rows))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "labels.csv" in message and repr(header[0]) in message
+    assert "path" in message and "label" in message
+
+
+def test_csv_split_column_without_val_rows_says_how_to_add_them(tmp_path: Path) -> None:
+    from transferlab.data.split import stratified_split
+
+    images = copy_photos("apse", tmp_path, 4) + copy_photos("altar", tmp_path, 4)
+    rows = [["path", "label", "split"]]
+    rows += [
+        [p.name, c, "test" if i % 4 == 0 else "train"]
+        for i, (p, c) in enumerate(zip(images, "aaaabbbb", strict=True))
+    ]
+    found = discover(write_csv(tmp_path / "labels.csv", rows))  # evaluation may use it as is
+    with pytest.raises(DatasetError) as info:
+        stratified_split(found.samples, 0.15, 0.15, seed=0)
+    message = str(info.value)
+    assert "labels.csv" in message and "split column" in message
+    assert "val/ folder" not in message and "--val-fraction > 0" not in message
+
+
+def test_split_folders_without_val_say_to_add_a_val_folder(tmp_path: Path) -> None:
+    from transferlab.data.split import stratified_split
+
+    for label in CLASSES[:2]:
+        copy_photos(label, tmp_path / "train" / label, 3)
+        copy_photos(label, tmp_path / "test" / label, 1, offset=3)
+    with pytest.raises(DatasetError, match=r"add a val/ folder"):
+        stratified_split(discover(tmp_path).samples, 0.15, 0.15, seed=0)

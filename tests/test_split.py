@@ -168,3 +168,11 @@ def test_read_split_csv_errors(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match=r"12 file.*pass the same DATA folder"):
         read_split_csv(good, tmp_path)  # the wrong root: nothing is found
+
+
+def test_no_val_among_given_splits_does_not_blame_the_fraction(tmp_path: Path) -> None:
+    given = make_samples(tmp_path, {"a": 5, "b": 5}, split="train")
+    with pytest.raises(DatasetError) as info:
+        stratified_split(given, 0.15, 0.15, seed=0)
+    message = str(info.value)
+    assert "none is val" in message and "--val-fraction > 0" not in message

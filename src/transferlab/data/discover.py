@@ -37,6 +37,8 @@ class Sample:
     path: Path
     label: str
     split: str | None = None  # "train" | "val" | "test" when the layout says so
+    # Where a layout's own split can take val images, for the error when it has none.
+    add_val: str = field(default="", compare=False, repr=False)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _class_folder_samples(
             if not path.is_file() or any(part.startswith(".") for part in path.parts[-2:]):
                 continue
             if is_image_file(path):
-                samples.append(Sample(path, class_dir.name, split))
+                samples.append(Sample(path, class_dir.name, split, _add_val_folder(folder)))
                 found += 1
             else:
                 skipped.append((path, "not an image file (unknown extension)"))
@@ -74,6 +76,10 @@ def _class_folder_samples(
                 f"class folder '{class_dir}' has no images; add images or remove the folder"
             )
     return samples
+
+
+def _add_val_folder(split_dir: Path) -> str:
+    return f"add a val/ folder of class folders next to {split_dir}" if split_dir.name else ""
 
 
 def _find_split_dirs(root: Path) -> dict[str, Path]:
@@ -99,14 +105,15 @@ def _discover_csv(csv_path: Path) -> Discovery:
         raise DatasetError(f"cannot read CSV {csv_path}: {exc}") from exc
     if not rows:
         raise DatasetError(f"CSV {csv_path} is empty; it needs rows of path,label")
-    header = [c.strip().lower() for c in rows[0]]
-    has_header = "path" in header and "label" in header
+    columns = _header(csv_path, rows[0])
+    has_header = columns is not None
+    ip, il, isplit = columns or (0, 1, None)
     if has_header:
-        ip, il = header.index("path"), header.index("label")
-        isplit = header.index("split") if "split" in header else None
         rows = rows[1:]
-    else:
-        ip, il, isplit = 0, 1, None
+    add_val = (
+        f"mark some rows of {csv_path} val in its split column, or leave their split empty "
+        "so --val-fraction picks them"
+    )
     for n, row in enumerate(rows, start=2 if has_header else 1):
         if not row or all(not c.strip() for c in row):
             continue
@@ -127,8 +134,27 @@ def _discover_csv(csv_path: Path) -> Discovery:
         if not path.is_file():
             skipped.append((path, "listed in the CSV but not found"))
             continue
-        samples.append(Sample(path, label, split))
+        samples.append(Sample(path, label, split, add_val if split else ""))
     return Discovery(base, "csv", samples, skipped)
+
+
+def _header(csv_path: Path, first: list[str]) -> tuple[int, int, int | None] | None:
+    """Column indices of path, label and split (None: no such column); None: no header.
+
+    A first row without path and label columns is data when its first cell names an image
+    or an existing file (a CSV without a header), else a header with other names: an error.
+    """
+    header = [c.strip().lower() for c in first]
+    if "path" in header and "label" in header:
+        split = header.index("split") if "split" in header else None
+        return header.index("path"), header.index("label"), split
+    cell = Path(first[0].strip()) if first else Path()
+    if header and not is_image_file(cell) and not (csv_path.parent / cell).is_file():
+        raise DatasetError(
+            f"{csv_path} line 1: columns {', '.join(repr(c) for c in first)}; the header must "
+            "name the columns path and label (optional split), or leave the header out"
+        )
+    return None
 
 
 def _discover_tiny_imagenet(root: Path) -> Discovery:

@@ -76,6 +76,11 @@ def stratified_split(
         parts["train"] = group[n_val + n_test :]
         for k in SPLITS:
             out[k].extend(Sample(s.path, s.label, k) for s in parts[k])
+    if not out["val"] and fixed["train"] and not free:
+        hint = next((s.add_val for s in samples if s.add_val), "add val images")
+        raise DatasetError(
+            f"the val split is empty: every image has a split of its own and none is val; {hint}"
+        )
     result = SplitSamples(out["train"], out["val"], out["test"])
     _check_split(result)
     return result
