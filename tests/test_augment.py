@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import example_photos
@@ -52,3 +53,52 @@ def test_mixup_and_cutmix_give_soft_targets_that_sum_to_one() -> None:
         assert mixed.shape == x.shape and targets.shape == (6, 3)
         assert torch.allclose(targets.sum(1), torch.ones(6))
         assert (targets.max(1).values < 1).any()
+
+
+# --- every knob's valid range (config.LIMITS) is what the transforms take ---------------
+
+
+def test_every_preset_is_within_the_config_ranges() -> None:
+    from transferlab.config import coerce_value
+    from transferlab.data.augment import PRESETS
+
+    for spec in PRESETS.values():
+        for name, value in vars(spec).items():
+            if name != "preset":
+                assert coerce_value(f"augment.{name}", value) == value, (spec.preset, name)
+
+
+def test_the_edges_of_every_range_run_on_real_photos() -> None:
+    from transferlab.config import LIMITS
+
+    def hi(knob: str) -> float:
+        limit = LIMITS[f"augment.{knob}"].hi
+        assert limit is not None
+        return limit
+
+    edges = AugmentConfig(
+        preset="none",
+        hflip=hi("hflip"),
+        scale_min=0.01,  # the range is (0, 1]
+        rotation=hi("rotation"),
+        color_jitter=hi("color_jitter"),
+        randaugment=2,
+        randaugment_magnitude=int(hi("randaugment_magnitude")),
+    )
+    x = _batch()
+    out = augment_batch(x, PREP, resolve_augment(edges, "none"), torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_randaugment_magnitude_limit_is_torchvisions() -> None:
+    from torchvision.transforms import v2
+
+    from transferlab.config import LIMITS
+
+    top = int(LIMITS["augment.randaugment_magnitude"].hi or 0)
+    image = _batch()[0]
+    assert v2.RandAugment(num_ops=2, magnitude=top)(image).shape == image.shape
+    with pytest.raises(IndexError):  # what magnitude 99 gave before the config checked it
+        torch.manual_seed(0)
+        for _ in range(20):  # an op with magnitudes must be drawn
+            v2.RandAugment(num_ops=2, magnitude=top + 1)(image)
