@@ -606,3 +606,8 @@ def test_precedence_yaml_then_set_then_flags(tmp_path: Path, tiny: Path) -> None
     assert (cfg["train"]["layer_decay"], cfg["train"]["min_delta"]) == (0.8, 0.01)
     renamed = [ln for ln in proc.stderr.splitlines() if "--warmup-epochs" in ln]
     assert len(renamed) == 1 and "--head-epochs" in renamed[0], proc.stderr
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path: Path) -> None:
+    code, _, err = invoke("train", "--resume", tmp_path, "--lr", "0.1")
+    assert "--resume continues a run with its own config.yaml" in one_error_line(code, err)
