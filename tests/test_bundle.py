@@ -11,13 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
+from timm.data import resolve_data_config
 
+import trained_model
 from helpers import CLASSES, example_photos
-from transferlab.bundle import META_FILE, WEIGHTS_FILE, load_bundle, read_meta, save_bundle
+from transferlab.bundle import (
+    CONFIG_FILE,
+    META_FILE,
+    WEIGHTS_FILE,
+    load_bundle,
+    read_meta,
+    save_bundle,
+)
 from transferlab.data.images import load_image
 from transferlab.data.transforms import Preprocessing, eval_batch, to_base
 from transferlab.errors import BundleError
+from transferlab.models.heads import HeadSpec, install_head
 from transferlab.models.registry import create_model, resolve_preprocessing
 
 ARCH = "tf_efficientnet_lite0"
@@ -63,7 +74,7 @@ def damaged(saved: Path, tmp_path: Path) -> Path:
 def test_round_trip_gives_identical_logits(
     saved: Path, trained: torch.nn.Module, photos: torch.Tensor, prep: Preprocessing
 ) -> None:
-    assert sorted(p.name for p in saved.iterdir()) == [META_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in saved.iterdir()) == [CONFIG_FILE, META_FILE, WEIGHTS_FILE]
     bundle = load_bundle(saved)
     assert not bundle.model.training
     assert bundle.architecture == ARCH
@@ -88,6 +99,40 @@ def test_loading_never_unpickles(saved: Path, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(owner, name, refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     assert load_bundle(saved).class_names == list(CLASSES)
+
+
+def test_a_trained_bundle_loads_as_a_timm_model(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    run = trained_model.trained_run(tmp_path_factory)
+    ours = load_bundle(run)
+    theirs = timm.create_model(f"local-dir:{run / 'model'}", pretrained=True).eval()
+    assert theirs.pretrained_cfg["label_names"] == list(trained_model.CLASSES)
+    prep = ours.preprocessing
+    data = resolve_data_config({}, model=theirs)
+    assert data["input_size"] == (3, prep.input_size, prep.input_size)
+    assert tuple(data["mean"]) == pytest.approx(prep.mean)
+    assert tuple(data["std"]) == pytest.approx(prep.std)
+    assert (data["interpolation"], data["crop_pct"]) == (prep.interpolation, prep.crop_pct)
+    photos = [trained_model.held_out_photos(c, 1)[0] for c in trained_model.CLASSES]
+    x = eval_batch(torch.from_numpy(np.stack([to_base(load_image(p), prep) for p in photos])), prep)
+    with torch.inference_mode():
+        assert torch.allclose(theirs(x), ours.model(x), atol=1e-5)
+        assert theirs(x).argmax(1).tolist() == [0, 1, 2]
+
+
+def test_a_head_timm_cannot_rebuild_gets_no_timm_config(
+    tmp_path: Path, prep: Preprocessing
+) -> None:
+    # An MLP head is transferlab's own: timm.create_model would build a linear head that the
+    # weights do not fit, so the bundle does not pretend it can (torchvision models neither).
+    model, _ = create_model(ARCH, len(CLASSES), weights="none")
+    head = HeadSpec("mlp", (16,))
+    install_head(model, head, len(CLASSES))
+    extra = {"head": head.to_dict()}
+    bundle = save_bundle(tmp_path / "mlp", model, ARCH, list(CLASSES), prep, extra)
+    assert not (bundle / CONFIG_FILE).exists()
+    assert load_bundle(bundle).meta["head"]["kind"] == "mlp"
 
 
 def edit_meta(bundle: Path, **changes: object) -> None:

@@ -2,17 +2,28 @@
 
 ``model.json`` holds what ``predict``, ``evaluate``, ``export`` and ``serve`` need: the
 architecture, class names in index order and the preprocessing, plus a training summary.
+
+A bundle of a timm architecture with timm's own (linear) classifier also holds timm's
+Hugging Face ``config.json`` (architecture, num_classes, label_names, pretrained_cfg with the
+preprocessing), so it is a timm model folder too:
+``timm.create_model("local-dir:RUN/model", pretrained=True)``. transferlab's own CNNs
+(``convnet1``...) are registered in timm's registry when ``transferlab`` is imported.
+Bundles with an MLP head or a torchvision (``tv/``) architecture get no ``config.json``:
+timm cannot rebuild them by name, so they load with :func:`load_bundle` only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models._hub import save_config_for_hf
 from torch import nn
 
 from transferlab import __version__
@@ -21,9 +32,12 @@ from transferlab.errors import BundleError, ModelError
 from transferlab.files import replace_when_done
 from transferlab.models.registry import build_from_meta
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+CONFIG_FILE = "config.json"  # timm / Hugging Face model config
 
 
 @dataclass
@@ -37,6 +51,56 @@ class Bundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def timm_rebuildable(model: nn.Module, architecture: str, extra: dict[str, Any]) -> bool:
+    """Whether ``timm.create_model(architecture)`` builds a model these weights fit."""
+    head = (extra.get("head") or {}).get("kind", "linear")
+    return (
+        head == "linear"
+        and not architecture.startswith("tv/")
+        and timm.is_model(architecture)
+        and hasattr(model, "pretrained_cfg")
+    )
+
+
+def write_timm_config(
+    path: Path, model: nn.Module, class_names: list[str], preprocessing: Preprocessing
+) -> None:
+    """timm's ``config.json`` for ``model``, written by timm itself, with our preprocessing."""
+    size = preprocessing.input_size
+    pretrained_cfg = {
+        "tag": "transferlab",  # not the ImageNet checkpoint the fine-tune started from
+        "input_size": (3, size, size),
+        "mean": preprocessing.mean,
+        "std": preprocessing.std,
+        "interpolation": preprocessing.interpolation,
+        "crop_pct": preprocessing.crop_pct,
+        "crop_mode": "center",
+    }
+    config = {"label_names": list(class_names), "pretrained_cfg": pretrained_cfg}
+    save_config_for_hf(model, str(path), model_config=config)
+
+
+def _save_timm_config(
+    directory: Path,
+    model: nn.Module,
+    architecture: str,
+    class_names: list[str],
+    preprocessing: Preprocessing,
+    meta: dict[str, Any],
+) -> None:
+    """``config.json`` beside the weights when timm can rebuild the model, else none."""
+    out = directory / CONFIG_FILE
+    if not timm_rebuildable(model, architecture, meta):
+        logger.debug("%s: no timm config.json (timm cannot rebuild it by name)", architecture)
+        out.unlink(missing_ok=True)  # a stale one would describe other weights
+        return
+    try:
+        replace_when_done(out, lambda p: write_timm_config(p, model, class_names, preprocessing))
+    except (TypeError, ValueError) as exc:  # timm refuses model args it cannot serialise
+        out.unlink(missing_ok=True)
+        logger.warning("no timm config.json for %s (%s); the bundle still loads", architecture, exc)
 
 
 def save_bundle(
@@ -61,6 +125,7 @@ def save_bundle(
         **(extra or {}),
     }
     replace_when_done(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    _save_timm_config(directory, model, architecture, list(class_names), preprocessing, meta)
     replace_when_done(
         directory / META_FILE,
         lambda p: p.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"),
