@@ -30,9 +30,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 from torch.nn.utils import prune
 
+from transferlab.config import TrainConfig
 from transferlab.data.split import SplitSamples
-from transferlab.data.transforms import Preprocessing, train_batch
+from transferlab.data.transforms import Preprocessing
 from transferlab.errors import ConfigError
+from transferlab.finetune import Phase
 
 logger = logging.getLogger(__name__)
 
@@ -94,35 +96,66 @@ class FinetuneConfig:
             seed=int(train.get("seed", 0)),
         )
 
+    def train_config(self) -> TrainConfig:
+        """The engine's settings: AdamW (torch's default weight decay, 0.01) at a fixed LR."""
+        return TrainConfig(
+            strategy="full",
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            head_lr=self.lr,
+            optimizer="adamw",
+            weight_decay=0.01,
+            scheduler="none",
+            label_smoothing=self.label_smoothing,
+            feature_cache=False,
+            seed=self.seed,
+        )
+
 
 def finetune_pruned(
     model: nn.Module, split: SplitSamples, prep: Preprocessing, cfg: FinetuneConfig
 ) -> dict[str, Any]:
     """Recover accuracy after pruning: every layer trains on the run's train split.
 
-    The masks stay attached, so pruned weights stay zero. A plain AdamW loop with the
-    run's crop-and-flip augmentation at a tenth of its learning rate; the masks would
-    make the main training loop's checkpoints and feature caches no use here.
+    One phase of the engine's loop (:func:`transferlab.engine.fit`) at a fixed tenth of
+    the run's learning rate (AdamW, the run's crop-and-flip augmentation), validated on
+    the run's val split after every epoch; the best epoch's weights are kept. The masks
+    stay attached, so pruned weights stay zero; checkpoints go to a temporary folder.
     """
-    from transferlab.data.store import decode_all, iterate_batches
+    from transferlab.data.augment import PRESETS
+    from transferlab.data.store import decode_all
+    from transferlab.engine import fit
 
     if not split.train:
         raise ConfigError("the run has no train images to fine-tune the pruned model on")
+    if not split.val:
+        raise ConfigError(
+            "the run's split.csv has no val images to check the pruned model's fine-tune on; "
+            "export without --finetune-epochs"
+        )
     train, _ = decode_all(split.train, split.classes, prep, 4096)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    model.train()
-    losses: list[float] = []
-    for _ in range(cfg.epochs):
-        for x, y in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen):
-            loss = loss_fn(model(train_batch(x, prep, gen)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    model.eval()
-    return {"epochs": cfg.epochs, "lr": cfg.lr, "images": len(train), "final_loss": losses[-1]}
+    val, _ = decode_all(split.val, split.classes, prep, 4096)
+    phase = Phase("prune-finetune", cfg.epochs, "all", cfg.lr, cfg.lr, augment=True)
+    device = next(model.parameters()).device
+    with tempfile.TemporaryDirectory(prefix="transferlab-prune-") as tmp:
+        settings = cfg.train_config()
+        result = fit(
+            model, [phase], train, val, prep, settings, PRESETS["light"], Path(tmp), device=device
+        )
+    model.load_state_dict(result.best_state)
+    model.to(memory_format=torch.contiguous_format).eval()
+    best = result.history[result.best_epoch - 1]
+    return {
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "images": len(train),
+        "final_loss": result.history[-1].train_loss,
+        "val_images": len(val),
+        "best_epoch": result.best_epoch,
+        "val_accuracy": best.val_accuracy,
+        "val_macro_f1": best.val_macro_f1,
+    }
 
 
 class _Calibration(CalibrationDataReader):

@@ -1,8 +1,16 @@
 """The training loop: phases of epochs, per-epoch validation, history and checkpoints.
 
-``fit`` owns the loop; callbacks only observe (``on_<stage>_<start|end>`` no-ops by
-default). Phases that keep the backbone frozen and do not augment train the head on
-features computed once, so their epochs cost milliseconds instead of a backbone pass.
+``fit`` owns the loop; callbacks observe (``on_<stage>_<start|end>`` no-ops by default)
+and may end it by raising :class:`StopTraining` from ``on_batch_end``. Phases that keep the
+backbone frozen and do not augment train the head on features computed once, so their
+epochs cost milliseconds instead of a backbone pass.
+
+Every optimizer step in transferlab is :meth:`Stepper.step`, and every batch comes from
+:meth:`Trainer.train_batches` or :func:`join_last_single`: ``fit``, the prune fine-tune
+(``compress``, through ``fit``) and the LR range test (``lr_find``, a callback that raises
+the LR each step) all run on them, so what the loop learns (devices, precision, gathering
+across processes) reaches each of them. A last batch of one image joins the batch before
+it: BatchNorm cannot train on a single value per channel.
 
 A checkpoint is written atomically after every epoch with everything needed to continue
 exactly: weights, optimizer, schedule, phase and epoch, RNG states, history, best metric
@@ -15,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,9 +53,11 @@ from transferlab.finetune import (
 )
 from transferlab.metrics import confusion_matrix, precision_recall_f1
 from transferlab.models.layout import is_channels_last, memory_format
-from transferlab.optim import Schedule, build_optimizer
+from transferlab.optim import Schedule, build_optimizer, is_improvement
 
 logger = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,10 @@ class EpochRecord:
 
 
 HISTORY_FIELDS = [f.name for f in fields(EpochRecord)]
+
+
+class StopTraining(Exception):
+    """Raised by a callback's ``on_batch_end`` to end training after that step."""
 
 
 class Callback:
@@ -163,12 +178,6 @@ def _val_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float
     }
 
 
-def _better(monitor: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value <= best if monitor == "val_loss" else value >= best
-
-
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write with ``torch.save`` to a temp file, fsync, then rename: never a half file."""
 
@@ -201,18 +210,121 @@ def write_history(path: Path, records: Sequence[EpochRecord]) -> None:
 
 
 def _truncate_batches(path: Path, last_epoch: int) -> None:
-    """Drop batch rows of epochs after the checkpoint (a resumed run redoes them)."""
+    """Drop batch rows of epochs after the checkpoint (a resumed run redoes them).
+
+    Rewritten atomically: a crash or a reader mid-way sees the old log or the new one. A
+    row cut short by the kill (fewer than three fields) is dropped too.
+    """
     if not path.exists():
         return
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
-    kept = [rows[0], *[r for r in rows[1:] if r and int(r[0]) <= last_epoch]] if rows else []
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(kept)
+    if not rows:
+        return
+    kept = [
+        rows[0],
+        *[r for r in rows[1:] if len(r) == 3 and r[0].isdigit() and int(r[0]) <= last_epoch],
+    ]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(kept)
+
+    replace_when_done(path, write)
 
 
-class _Trainer:
-    """One ``fit`` call's state; split out so each step stays short."""
+def steps_in(n: int, batch_size: int) -> int:
+    """Optimizer steps over ``n`` images in batches of ``batch_size`` (see
+    :func:`join_last_single`)."""
+    steps = math.ceil(n / batch_size)
+    return steps - 1 if batch_size > 1 and n > batch_size and n % batch_size == 1 else steps
+
+
+def join_last_single(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """``batches`` with a last batch of one image joined onto the batch before it.
+
+    A training BatchNorm layer cannot normalise a single value per channel (the MLP head's
+    BatchNorm1d, or any BatchNorm2d on a 1x1 map), and one image is the noisiest step there
+    is; joining keeps every image, unlike ``drop_last``. Only the last batch can be short,
+    so a batch of one (with ``batch_size > 1``) is always the last.
+    """
+    held: Batch | None = None
+    for batch in batches:
+        if held is not None and batch_size > 1 and len(batch[1]) == 1:
+            batch = (torch.cat([held[0], batch[0]]), torch.cat([held[1], batch[1]]))
+        elif held is not None:
+            yield held
+        held = batch
+    if held is not None:
+        yield held
+
+
+class Stepper:
+    """The optimizer step every training loop here runs on: the forward pass and loss under
+    the precision's autocast, backward, optimizer and schedule step, then the callbacks.
+
+    ``log(loss, lr)`` (``fit``: a row of ``batches.csv``) sees every step; a callback ends
+    :meth:`run` by raising :class:`StopTraining`, after which ``stopped`` is True.
+    """
+
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        device: torch.device,
+        precision: str = "fp32",
+        sched: Schedule | None = None,
+        callbacks: Sequence[Callback] = (),
+        log: Callable[[float, float], None] | None = None,
+    ) -> None:
+        self.opt, self.loss_fn, self.device, self.precision = opt, loss_fn, device, precision
+        self.sched, self.callbacks, self.log = sched, callbacks, log
+        self.stopped = False
+
+    def step(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor
+    ) -> float:
+        """One optimizer step on a batch; returns its loss."""
+        x, target = x.to(self.device), target.to(self.device)
+        with autocast(self.device, self.precision):
+            loss = self.loss_fn(forward(x).float(), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = max(g["lr"] for g in self.opt.param_groups)
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step_batch()
+        value = float(loss.detach())
+        if self.log is not None:
+            self.log(value, lr)
+        return value
+
+    def _notify(self, loss: float) -> None:
+        """Every callback hears of the step, even when an earlier one asks to stop."""
+        for cb in self.callbacks:
+            try:
+                cb.on_batch_end(loss)
+            except StopTraining:
+                self.stopped = True
+
+    def run(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Batch]
+    ) -> list[float]:
+        """Step through ``batches`` (until a callback stops it); returns the losses."""
+        losses = []
+        for x, target in batches:
+            losses.append(self.step(forward, x, target))
+            self._notify(losses[-1])
+            if self.stopped:
+                break
+        return losses
+
+
+class Trainer:
+    """One model's training on one train/val pair: batches, optimizers and epochs.
+
+    ``fit`` drives it phase by phase; the LR range test takes its batches and optimizer.
+    """
 
     def __init__(
         self,
@@ -223,10 +335,11 @@ class _Trainer:
         cfg: TrainConfig,
         augment: AugmentSpec,
         device: torch.device,
-        callbacks: Sequence[Callback],
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.model, self.train, self.val, self.prep, self.cfg = model, train, val, prep, cfg
         self.augment, self.device, self.callbacks = augment, device, callbacks
+        model.to(device).to(memory_format=memory_format(cfg.channels_last))
         self.num_classes = int(getattr(model, "num_classes", int(train.targets.max()) + 1))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.loss_fn = nn.CrossEntropyLoss(
@@ -248,12 +361,29 @@ class _Trainer:
             getattr(cb, hook)(*args)
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.cfg.batch_size)
+        return steps_in(len(self.train), self.cfg.batch_size)
 
     def optimizer(self, phase: Phase) -> tuple[torch.optim.Optimizer, Schedule]:
         apply_phase(self.model, phase)
-        opt = build_optimizer(self.cfg, param_groups(self.model, phase, self.cfg.weight_decay))
+        layer_decay = self.cfg.layer_decay if phase.train_backbone else None
+        groups = param_groups(self.model, phase, self.cfg.weight_decay, layer_decay)
+        opt = build_optimizer(self.cfg, groups)
         return opt, Schedule(self.cfg, opt, phase.epochs, self.steps_per_epoch())
+
+    def cached(self, phase: Phase) -> bool:
+        """Whether ``phase`` trains the head on features computed once."""
+        return phase.trainable == "head" and not phase.augment and self.cfg.feature_cache
+
+    def stepper(self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule) -> Stepper:
+        # The head on cached fp32 features has always trained in fp32.
+        precision = "fp32" if self.cached(phase) else self.cfg.precision
+        return Stepper(
+            opt, self.loss_fn, self.device, precision, sched, self.callbacks, self._log_batch
+        )
+
+    def _log_batch(self, loss: float, lr: float) -> None:
+        if self.batch_log is not None:
+            self.batch_log.writerow([self.epoch, f"{loss:.6f}", f"{lr:.8g}"])
 
     def _order(self) -> torch.Tensor:
         n = len(self.train)
@@ -288,49 +418,35 @@ class _Trainer:
         store.save(key, features)
         return features
 
-    def _step(self, opt: torch.optim.Optimizer, sched: Schedule, loss: torch.Tensor) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lr = max(g["lr"] for g in opt.param_groups)
-        opt.step()
-        sched.step_batch()
-        value = float(loss.detach())
-        if self.batch_log is not None:
-            self.batch_log.writerow([self.epoch, f"{value:.6f}", f"{lr:.8g}"])
-        self.emit("on_batch_end", value)
-        return value
+    def _head_batches(self, feats: torch.Tensor) -> Iterator[Batch]:
+        drop = float(getattr(self.model, "drop_rate", 0.0))
+        for idx in self._order().split(self.cfg.batch_size):
+            x = F.dropout(feats[idx].to(self.device), p=drop, training=True)
+            yield x, self.train.targets[idx].to(self.device)
 
-    def head_epoch(self, opt: torch.optim.Optimizer, sched: Schedule) -> tuple[float, torch.Tensor]:
+    def head_epoch(self, stepper: Stepper) -> tuple[float, torch.Tensor]:
         """Train the classifier on cached features; return mean loss and val logits."""
         feats, val_feats = self._cached_features()
-        head, drop = classifier(self.model), float(getattr(self.model, "drop_rate", 0.0))
+        head = classifier(self.model)
         head.train()
-        order, losses = self._order(), []
-        for start in range(0, len(order), self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]
-            x = F.dropout(feats[idx].to(self.device), p=drop, training=True)
-            if len(idx) == 1 and any(isinstance(m, nn.BatchNorm1d) for m in head.modules()):
-                continue  # BatchNorm1d cannot train on a batch of one
-            loss = self.loss_fn(head(x), self.train.targets[idx].to(self.device))
-            losses.append(self._step(opt, sched, loss))
+        batches = join_last_single(self._head_batches(feats), self.cfg.batch_size)
+        losses = stepper.run(head, batches)
         head.eval()
         with torch.inference_mode():
             val_logits = head(val_feats.to(self.device)).float().cpu()
         return sum(losses) / max(1, len(losses)), val_logits
 
-    def full_epoch(
-        self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
-    ) -> tuple[float, torch.Tensor]:
-        set_train_mode(self.model, phase)
-        self.features = None  # the backbone may change now
+    def train_batches(self, phase: Phase) -> Iterator[Batch]:
+        """One epoch of ready training batches: on the device, augmented (and mixed) as
+        ``phase`` says, in the memory format of the model, a last single image joined."""
         mixing = phase.augment and (self.augment.mixup > 0 or self.augment.cutmix > 0)
-        losses = []
-        for x, y in self._train_batches():
+        raw = iterate_batches(self.train, self.cfg.batch_size, order=self._order())
+        for x, y in join_last_single(raw, self.cfg.batch_size):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device)
             x = (
                 augment_batch(x, self.prep, self.augment, self.gen)
                 if phase.augment
-                else (eval_batch(x, self.prep))
+                else eval_batch(x, self.prep)
             )
             if self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -338,9 +454,16 @@ class _Trainer:
             if mixing:
                 x, target = mix_batch(x, y, self.num_classes, self.augment, self.gen)
                 target = target.to(self.device)
-            with autocast(self.device, self.cfg.precision):
-                loss = self.loss_fn(self.model(x).float(), target)
-            losses.append(self._step(opt, sched, loss))
+            yield x, target
+
+    def endless_batches(self, phase: Phase) -> Iterator[Batch]:
+        """:meth:`train_batches`, epoch after epoch (reshuffled each time)."""
+        return itertools.chain.from_iterable(self.train_batches(phase) for _ in itertools.count())
+
+    def full_epoch(self, phase: Phase, stepper: Stepper) -> tuple[float, torch.Tensor]:
+        set_train_mode(self.model, phase)
+        self.features = None  # the backbone may change now
+        losses = stepper.run(self.model, self.train_batches(phase))
         val_logits = predict_logits(
             self.model,
             self.val,
@@ -349,16 +472,12 @@ class _Trainer:
             self.device,
             self.cfg.precision,
         )
-        return sum(losses) / len(losses), val_logits
+        return sum(losses) / max(1, len(losses)), val_logits
 
-    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iterate_batches(self.train, self.cfg.batch_size, order=self._order())
-
-    def run_epoch(
-        self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule
-    ) -> tuple[float, torch.Tensor]:
-        cached = phase.trainable == "head" and not phase.augment and self.cfg.feature_cache
-        return self.head_epoch(opt, sched) if cached else self.full_epoch(phase, opt, sched)
+    def run_epoch(self, phase: Phase, stepper: Stepper) -> tuple[float, torch.Tensor]:
+        if self.cached(phase):
+            return self.head_epoch(stepper)
+        return self.full_epoch(phase, stepper)
 
 
 @dataclass
@@ -373,7 +492,7 @@ class _Progress:
 
 
 def _checkpoint(
-    trainer: _Trainer,
+    trainer: Trainer,
     opt: torch.optim.Optimizer,
     sched: Schedule,
     index: int,
@@ -399,7 +518,7 @@ def _checkpoint(
     }
 
 
-def _restore(trainer: _Trainer, ckpt: dict[str, Any], run_dir: Path) -> _Progress:
+def _restore(trainer: Trainer, ckpt: dict[str, Any], run_dir: Path) -> _Progress:
     trainer.model.load_state_dict(ckpt["model"])
     trainer.gen.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
@@ -410,6 +529,60 @@ def _restore(trainer: _Trainer, ckpt: dict[str, Any], run_dir: Path) -> _Progres
     return _Progress(
         history, ckpt["best"], int(ckpt["best_epoch"]), int(ckpt["stale"]), list(ckpt["phases"])
     )
+
+
+def _start_phase(
+    trainer: Trainer,
+    phase: Phase,
+    index: int,
+    resume: dict[str, Any] | None,
+    progress: _Progress,
+) -> tuple[torch.optim.Optimizer, Schedule, int]:
+    """The phase's optimizer and schedule, and the epoch within the phase to start at
+    (restored from ``resume`` when it stopped inside this phase)."""
+    opt, sched = trainer.optimizer(phase)
+    if resume and index == resume["phase_index"]:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        return opt, sched, phase.epochs if resume["phase_done"] else resume["epoch_in_phase"]
+    progress.stale = 0
+    progress.phases.append(
+        {**phase.to_dict(), "trainable_parameters": trainable_count(trainer.model)}
+    )
+    return opt, sched, 0
+
+
+def _epoch(trainer: Trainer, phase: Phase, stepper: Stepper, sched: Schedule) -> EpochRecord:
+    """Train one epoch, validate, step the epoch schedule; the epoch's history row."""
+    trainer.epoch += 1
+    trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch())
+    t0 = time.perf_counter()
+    lr = max(g["lr"] for g in stepper.opt.param_groups)
+    train_loss, logits = trainer.run_epoch(phase, stepper)
+    vm = _val_metrics(logits, trainer.val.targets)
+    sched.step_epoch(vm[trainer.cfg.monitor])
+    return EpochRecord(
+        trainer.epoch,
+        phase.name,
+        train_loss,
+        vm["val_loss"],
+        vm["val_accuracy"],
+        vm["val_macro_f1"],
+        lr,
+        time.perf_counter() - t0,
+    )
+
+
+def _judge(progress: _Progress, record: EpochRecord, cfg: TrainConfig) -> bool:
+    """Add ``record`` to the history; whether it improved on the best (strictly, by more
+    than ``min_delta``) or counts towards early stopping."""
+    progress.history.append(record)
+    value = float(getattr(record, cfg.monitor))
+    if not is_improvement(cfg.monitor, value, progress.best, cfg.min_delta):
+        progress.stale += 1
+        return False
+    progress.best, progress.best_epoch, progress.stale = value, record.epoch, 0
+    return True
 
 
 def fit(
@@ -425,10 +598,14 @@ def fit(
     device: torch.device | None = None,
     resume: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train through ``phases``; log ``history.csv`` and checkpoint after every epoch."""
-    device = device or torch.device("cpu")
-    model.to(device).to(memory_format=memory_format(cfg.channels_last))
-    trainer = _Trainer(model, train, val, prep, cfg, augment, device, callbacks)
+    """Train through ``phases``; log ``history.csv`` and checkpoint after every epoch.
+
+    A phase ends early after ``cfg.early_stopping`` epochs without improvement; a callback
+    raising :class:`StopTraining` ends the whole fit after the current epoch.
+    """
+    trainer = Trainer(
+        model, train, val, prep, cfg, augment, device or torch.device("cpu"), callbacks
+    )
     progress = _restore(trainer, resume, run_dir) if resume else _Progress()
     best_path = run_dir / "checkpoints" / "best.pt"
     best_state = (
@@ -443,49 +620,19 @@ def fit(
         if batches.tell() == 0:
             trainer.batch_log.writerow(["epoch", "loss", "lr"])
         for index, phase in enumerate(phases):
-            start_in_phase = 0
             if resume and index < resume["phase_index"]:
                 continue
-            opt, sched = trainer.optimizer(phase)
-            if resume and index == resume["phase_index"]:
-                opt.load_state_dict(resume["optimizer"])
-                sched.load_state_dict(resume["scheduler"])
-                start_in_phase = phase.epochs if resume["phase_done"] else resume["epoch_in_phase"]
-            else:
-                progress.stale = 0
-                progress.phases.append(
-                    {**phase.to_dict(), "trainable_parameters": trainable_count(model)}
-                )
+            opt, sched, start_in_phase = _start_phase(trainer, phase, index, resume, progress)
+            stepper = trainer.stepper(phase, opt, sched)
             for in_phase in range(start_in_phase, phase.epochs):
-                trainer.epoch += 1
-                trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch())
-                t0 = time.perf_counter()
-                lr = max(g["lr"] for g in opt.param_groups)
-                train_loss, logits = trainer.run_epoch(phase, opt, sched)
-                vm = _val_metrics(logits, val.targets)
-                sched.step_epoch(vm[cfg.monitor])
-                record = EpochRecord(
-                    trainer.epoch,
-                    phase.name,
-                    train_loss,
-                    vm["val_loss"],
-                    vm["val_accuracy"],
-                    vm["val_macro_f1"],
-                    lr,
-                    time.perf_counter() - t0,
-                )
-                progress.history.append(record)
-                improved = _better(cfg.monitor, vm[cfg.monitor], progress.best)
+                record = _epoch(trainer, phase, stepper, sched)
+                improved = _judge(progress, record, cfg)
                 if improved:
-                    progress.best, progress.best_epoch, progress.stale = (
-                        vm[cfg.monitor],
-                        trainer.epoch,
-                        0,
-                    )
                     best_state = copy.deepcopy(model.state_dict())
-                else:
-                    progress.stale += 1
-                stop = cfg.early_stopping is not None and progress.stale >= cfg.early_stopping
+                patience_out = cfg.early_stopping is not None and (
+                    progress.stale >= cfg.early_stopping
+                )
+                stop = stepper.stopped or patience_out
                 done = stop or in_phase + 1 == phase.epochs
                 state = _checkpoint(trainer, opt, sched, index, in_phase + 1, done, progress)
                 if improved:
@@ -496,6 +643,8 @@ def fit(
                 trainer.emit("on_epoch_end", record)
                 if stop:
                     break
+            if stepper.stopped:
+                break
     trainer.emit("on_fit_end")
     return FitResult(
         progress.history,

@@ -1,10 +1,13 @@
 """The learning-rate range test (Smith 2015, fastai's ``lr_find``), with a robust suggestion.
 
-The loop (:func:`lr_range_test`) trains the whole network for ``steps`` mini-batches while
+The test (:func:`lr_range_test`) trains the whole network for ``steps`` mini-batches while
 the learning rate grows exponentially from ``start_lr`` to ``end_lr``, records the loss,
 smooths it with a bias-corrected exponential moving average and stops once the smoothed
-loss exceeds ``divergence`` (4) times its minimum, or turns NaN/inf. The model, optimizer
-and RNG state are put back afterwards.
+loss exceeds ``divergence`` (4) times its minimum, or turns NaN/inf. It is no loop of its
+own: the engine's :class:`~transferlab.engine.Stepper` steps, and a callback raises the LR
+after each step and stops it at divergence. On a run's config (:func:`find_lr`) the
+batches are the engine's training batches, augmented as the run would be. The model,
+optimizer and RNG state are put back afterwards.
 
 The suggestion (:func:`suggest_lr`, a pure function of the curve) never recommends the
 divergence point. The rule:
@@ -25,7 +28,7 @@ import copy
 import csv
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,12 @@ import torch
 from torch import nn
 
 from transferlab.config import RunConfig
-from transferlab.data.store import ImageSet, iterate_batches
-from transferlab.data.transforms import Preprocessing, train_batch
-from transferlab.engine import resolve_device
+from transferlab.data.augment import resolve_augment
+from transferlab.engine import Callback, Stepper, StopTraining, Trainer, resolve_device
 from transferlab.errors import ConfigError
+from transferlab.finetune import Phase, apply_phase, default_augment, param_groups
 from transferlab.optim import build_optimizer
-from transferlab.pipeline import _setup, resolve_config
+from transferlab.setup import resolve_config, setup_run
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +167,40 @@ def _set_lrs(opt: torch.optim.Optimizer, lr: float, ratios: list[float]) -> None
         group["lr"] = lr * ratio
 
 
+class _RangeTest(Callback):
+    """Records each step's loss, raises the LR for the next one, stops at divergence."""
+
+    def __init__(
+        self, opt: torch.optim.Optimizer, schedule: list[float], beta: float, divergence: float
+    ) -> None:
+        self.opt, self.schedule, self.beta, self.divergence = opt, schedule, beta, divergence
+        top = max(g["lr"] for g in opt.param_groups)
+        self.ratios = [g["lr"] / top if top > 0 else 1.0 for g in opt.param_groups]
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.avg, self.best = 0.0, math.inf
+        _set_lrs(opt, schedule[0], self.ratios)
+
+    def on_batch_end(self, loss: float) -> None:
+        step, lr = len(self.lrs), self.schedule[len(self.lrs)]
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            logger.info("loss became %s at lr %.3g; stopping", loss, lr)
+            raise StopTraining
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        smoothed = self.avg / (1 - self.beta ** (step + 1))
+        self.best = min(self.best, smoothed)
+        if smoothed > self.divergence * self.best:
+            logger.info(
+                "smoothed loss passed %gx its minimum at lr %.3g; stopping", self.divergence, lr
+            )
+            raise StopTraining
+        if step + 1 == len(self.schedule):
+            raise StopTraining
+        _set_lrs(self.opt, self.schedule[step + 1], self.ratios)
+
+
 @dataclass
 class _Saved:
     model: dict[str, torch.Tensor]
@@ -194,7 +231,7 @@ class _Saved:
 
 def lr_range_test(
     model: nn.Module,
-    batches: Iterator[Batch],
+    batches: Iterable[Batch],
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     steps: int = 100,
@@ -202,8 +239,9 @@ def lr_range_test(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     beta: float = 0.9,
     divergence: float = 4.0,
+    precision: str = "fp32",
 ) -> LRFindResult:
-    """Run the range test on ``batches`` (an endless iterator of inputs and targets).
+    """Run the range test on ``batches`` (inputs and targets, at least ``steps`` of them).
 
     Every parameter trains; without ``optimizer`` it is AdamW without weight decay. A
     given optimizer keeps the ratios between its parameter groups' learning rates (the
@@ -211,103 +249,65 @@ def lr_range_test(
     """
     check_range(start_lr, end_lr, steps)
     device = next(model.parameters()).device
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
     saved = _Saved.take(model, optimizer)
     try:
         for p in model.parameters():
             p.requires_grad_(True)
         opt = optimizer or torch.optim.AdamW(model.parameters(), lr=start_lr, weight_decay=0.0)
-        top = max(g["lr"] for g in opt.param_groups)
-        ratios = [g["lr"] / top if top > 0 else 1.0 for g in opt.param_groups]
         model.train()
-        lrs, losses = _range_loop(
-            model,
-            opt,
-            batches,
-            lr_schedule(start_lr, end_lr, steps),
-            ratios,
-            loss_fn,
-            device,
-            beta,
-            divergence,
-        )
+        curve = _RangeTest(opt, lr_schedule(start_lr, end_lr, steps), beta, divergence)
+        loss = loss_fn or nn.CrossEntropyLoss()
+        Stepper(opt, loss, device, precision, callbacks=[curve]).run(model, batches)
     finally:
         saved.restore(model, optimizer)
-    smoothed = smooth_losses(losses, beta)
-    return LRFindResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed, divergence))
-
-
-def _range_loop(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    batches: Iterator[Batch],
-    schedule: list[float],
-    ratios: list[float],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    device: torch.device,
-    beta: float,
-    divergence: float,
-) -> tuple[list[float], list[float]]:
-    lrs: list[float] = []
-    losses: list[float] = []
-    avg, best = 0.0, math.inf
-    for step, lr in enumerate(schedule):
-        x, y = next(batches)
-        _set_lrs(opt, lr, ratios)
-        loss = loss_fn(model(x.to(device)), y.to(device))
-        value = float(loss.detach())
-        lrs.append(lr)
-        losses.append(value)
-        if not math.isfinite(value):
-            logger.info("loss became %s at lr %.3g; stopping", value, lr)
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        avg = beta * avg + (1 - beta) * value
-        smoothed = avg / (1 - beta ** (step + 1))
-        best = min(best, smoothed)
-        if smoothed > divergence * best:
-            logger.info("smoothed loss passed %gx its minimum at lr %.3g; stopping", divergence, lr)
-            break
-    return lrs, losses
-
-
-def image_batches(
-    data: ImageSet, prep: Preprocessing, batch_size: int, device: torch.device, seed: int = 0
-) -> Iterator[Batch]:
-    """Endless augmented training batches (random resized crop + flip), reshuffled each pass."""
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        for x, y in iterate_batches(data, batch_size, shuffle=True, generator=gen):
-            yield train_batch(x.to(device), prep, gen), y
+    smoothed = smooth_losses(curve.losses, beta)
+    return LRFindResult(
+        curve.lrs, curve.losses, smoothed, suggest_lr(curve.lrs, smoothed, divergence)
+    )
 
 
 def find_lr(
     cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100
 ) -> tuple[LRFindResult, dict[str, Any]]:
-    """The range test on ``cfg``'s train split, model (head, kwargs) and optimizer.
+    """The range test on ``cfg``'s train split, model (head, kwargs), optimizer, loss and
+    augmentation: the batches are the ones training would see, one LR for every layer.
 
     Returns the result and a summary of what was tested.
     """
     check_range(start_lr, end_lr, steps)
     cfg = resolve_config(cfg)
-    setup = _setup(cfg)
-    device = resolve_device(cfg.train.device)
-    model = setup.model.to(device)
-    group = {"params": list(model.parameters()), "weight_decay": cfg.train.weight_decay}
-    opt = build_optimizer(cfg.train, [group])
-    train = setup.sets["train"]
-    batches = image_batches(train, setup.prep, cfg.train.batch_size, device, cfg.train.seed)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    result = lr_range_test(model, batches, start_lr, end_lr, steps, optimizer=opt, loss_fn=loss_fn)
+    setup = setup_run(cfg)
+    spec = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
+    trainer = Trainer(
+        setup.model,
+        setup.sets["train"],
+        setup.sets["val"],
+        setup.prep,
+        cfg.train,
+        spec,
+        resolve_device(cfg.train.device),
+    )
+    phase = Phase("lr-find", 1, "all", start_lr, start_lr, spec.enabled, cfg.train.bn)
+    apply_phase(setup.model, phase)
+    groups = param_groups(setup.model, phase, cfg.train.weight_decay)
+    opt = build_optimizer(cfg.train, groups)
+    result = lr_range_test(
+        setup.model,
+        trainer.endless_batches(phase),
+        start_lr,
+        end_lr,
+        steps,
+        optimizer=opt,
+        loss_fn=trainer.loss_fn,
+        precision=cfg.train.precision,
+    )
     context = {
         "model": cfg.model.name,
         "weights": setup.source,
         "optimizer": cfg.train.optimizer,
         "image_size": setup.prep.input_size,
         "batch_size": cfg.train.batch_size,
-        "train_images": len(train),
+        "train_images": len(setup.sets["train"]),
     }
     return result, context
 

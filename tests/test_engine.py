@@ -1,0 +1,197 @@
+"""The one training loop: strict improvement, a last batch of one wherever BatchNorm trains,
+the atomic batch log, and mixing drawn from the run's generator."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferlab.config import TrainConfig
+from transferlab.data.augment import PRESETS, mix_batch
+from transferlab.data.discover import discover
+from transferlab.data.split import SplitSamples, stratified_split
+from transferlab.data.store import ImageSet, decode_all
+from transferlab.data.transforms import Preprocessing
+from transferlab.engine import FitResult, _truncate_batches, fit
+from transferlab.finetune import Phase
+from transferlab.models.heads import HeadSpec
+from transferlab.models.registry import create_model, resolve_preprocessing
+
+MLP = HeadSpec("mlp", (32,), 0.0, True)
+
+
+def _split(root: Path) -> SplitSamples:
+    return stratified_split(discover(root).samples, 0.15, 0.15, 0)
+
+
+def _sets(root: Path, size: int = 32) -> tuple[ImageSet, ImageSet, Preprocessing]:
+    """Train and val images of ``root``'s class folders, decoded for convnet1."""
+    prep = resolve_preprocessing("convnet1", size)
+    split = _split(root)
+    images, _ = decode_all([*split.train, *split.val], split.classes, prep, 4096)
+    n = len(split.train)
+    return images.subset(range(n)), images.subset(range(n, len(images))), prep
+
+
+def _fit(
+    root: Path, out: Path, phase: Phase, head: HeadSpec | None = None, **train: object
+) -> FitResult:
+    train_set, val_set, prep = _sets(root)
+    torch.manual_seed(0)
+    model, _ = create_model("convnet1", 3, "none", 0.0, head)
+    cfg = TrainConfig(**{"batch_size": 8, "scheduler": "none", **train})  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    return fit(model, [phase], train_set, val_set, prep, cfg, PRESETS["none"], out)
+
+
+def test_a_repeating_val_metric_stops_after_patience_epochs(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    # At this LR the predictions never change, so macro-F1 repeats exactly every epoch:
+    # a tie is no improvement, so patience runs out and the first epoch stays the best.
+    phase = Phase("head", 6, "head", 1e-12, 0.0, augment=False, bn="frozen")
+    result = _fit(class_folders(6), tmp_path / "run", phase, early_stopping=2)
+    assert len({r.val_macro_f1 for r in result.history}) == 1
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert result.best_epoch == 1
+
+
+def test_min_delta_counts_only_a_larger_improvement(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    phase = Phase("head", 5, "head", 1e-2, 0.0, augment=False, bn="frozen")
+    cfg = {"early_stopping": 1, "monitor": "val_loss"}
+    moving = _fit(class_folders(6), tmp_path / "a", phase, **cfg)
+    assert len(moving.history) == 5  # the loss falls every epoch
+    huge = _fit(class_folders(6), tmp_path / "b", phase, **cfg, min_delta=10.0)
+    assert len(huge.history) == 2 and huge.best_epoch == 1
+
+
+def _batch_rows(run: Path) -> list[list[str]]:
+    with (run / "batches.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))[1:]
+
+
+@pytest.mark.parametrize("phase_kind", ["head", "all"])
+def test_a_last_batch_of_one_joins_the_batch_before(
+    class_folders: Callable[..., Path], tmp_path: Path, phase_kind: str
+) -> None:
+    # 3 classes x 10 photos: 18 train images; batches of 17 would leave one image alone,
+    # which a training BatchNorm layer (here the MLP head's BatchNorm1d) cannot take.
+    root = class_folders(10)
+    assert len(_split(root).train) == 18
+    phase = Phase(phase_kind, 2, phase_kind, 1e-3, 1e-3, augment=phase_kind == "all")
+    result = _fit(root, tmp_path / "run", phase, MLP, batch_size=17)
+    assert len(result.history) == 2
+    assert [row[0] for row in _batch_rows(tmp_path / "run")] == ["1", "2"]  # one step an epoch
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "transferlab", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+BATCH_OF_ONE = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "17"]
+MLP_ARGS = ["--head", "mlp", "--hidden-units", "32"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--strategy", "full"],
+        ["--strategy", "scratch", "--model", "convnet1", "--weights", "none"],
+    ],
+    ids=["two-stage", "full", "scratch-convnet1"],
+)
+def test_train_with_an_mlp_head_and_a_last_batch_of_one(
+    class_folders: Callable[..., Path], tmp_path: Path, extra: list[str]
+) -> None:
+    data = class_folders(10)
+    out = tmp_path / "run"
+    proc = _cli("train", data, "--out", out, *BATCH_OF_ONE, *MLP_ARGS, *extra, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "metrics.json").is_file()
+
+
+def test_prune_finetune_with_a_last_batch_of_one(class_folders: Callable[..., Path]) -> None:
+    from transferlab.compress import FinetuneConfig, finetune_pruned, prune_magnitude, sparsity
+
+    split = _split(class_folders(10))
+    torch.manual_seed(0)
+    model, _ = create_model("convnet1", 3, "none", 0.0, MLP)
+    prune_magnitude(model, 0.5)
+    info = finetune_pruned(
+        model, split, resolve_preprocessing("convnet1", 32), FinetuneConfig(2, batch_size=17)
+    )
+    assert info["epochs"] == 2 and info["images"] == 18
+    assert sparsity(model) >= 0.5  # the pruned weights stayed zero while it trained
+
+
+def test_lr_find_with_a_batch_norm_head_and_a_last_batch_of_one(
+    class_folders: Callable[..., Path],
+) -> None:
+    from transferlab.config import from_dict
+    from transferlab.lr_find import find_lr
+
+    cfg = from_dict(
+        {},
+        {
+            "data.path": str(class_folders(10)),
+            "model.name": "convnet1",
+            "model.weights": "none",
+            "model.image_size": 32,
+            "model.head": "mlp",
+            "model.hidden_units": [32],
+            "train.batch_size": 17,
+            "train.device": "cpu",
+        },
+    )
+    result, context = find_lr(cfg, 1e-5, 1.0, 6)
+    assert context["train_images"] == 18 and len(result.lrs) == 6
+
+
+def test_mixing_draws_from_the_run_generator_not_the_global_seed() -> None:
+    spec = PRESETS["strong"]
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 3
+    mixed = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        mixed.append(mix_batch(x, y, 3, spec, torch.Generator().manual_seed(0)))
+    assert torch.equal(mixed[0][0], mixed[1][0])
+    assert torch.equal(mixed[0][1], mixed[1][1])
+
+
+def test_truncating_the_batch_log_replaces_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "batches.csv"
+    rows = [["epoch", "loss", "lr"], *[[str(e), "0.5", "0.001"] for e in (1, 1, 2, 2, 3)]]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    before = path.read_text(encoding="utf-8")
+    with path.open(encoding="utf-8") as reader:  # e.g. someone tailing the log
+        _truncate_batches(path, 2)
+        assert reader.read() == before  # never a half-rewritten file under a reader
+    with path.open(newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh)) == rows[:5]
+
+
+def test_lr_find_does_not_import_the_pipeline() -> None:
+    code = "import sys, transferlab.lr_find; print('transferlab.pipeline' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
