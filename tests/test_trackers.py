@@ -4,13 +4,22 @@ MLflow logs driven through the engine's callback hooks."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from transferlab.engine import EpochRecord
+from transferlab.config import TrainConfig
+from transferlab.data.augment import PRESETS
+from transferlab.data.discover import discover
+from transferlab.data.split import stratified_split
+from transferlab.data.store import decode_all
+from transferlab.engine import Callback, EpochRecord, fit, load_checkpoint
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.finetune import Phase
+from transferlab.models.registry import create_model, resolve_preprocessing
 from transferlab.trackers import (
     MLflowLogger,
     TensorBoardLogger,
@@ -124,3 +133,51 @@ def test_mlflow_sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert {"config.yaml", "history.csv", "metrics.json"} <= artifacts
     assert not (tmp_path / "mlruns").exists()
+
+
+class _KillAfterEpoch(Callback):
+    """Ends the process's training after an epoch's checkpoint, as a SIGKILL would."""
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        raise KeyboardInterrupt
+
+
+def test_tensorboard_batch_steps_continue_after_a_resume(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorboard", reason="install the extra: pip install '.[trackers]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, run = class_folders(6), tmp_path / "run"
+    prep = resolve_preprocessing("convnet1", 32)
+    split = stratified_split(discover(root).samples, 0.15, 0.15, 0)
+    images, _ = decode_all([*split.train, *split.val], split.classes, prep, 4096)
+    train, val = images.subset(range(12)), images.subset(range(12, len(images)))
+    cfg = TrainConfig(batch_size=4, scheduler="none")
+    phases = [Phase("head", 2, "head", 1e-3, 0.0, augment=False, bn="frozen")]
+
+    def train_with(resume: dict | None, *extra: Callback) -> None:
+        torch.manual_seed(0)
+        model, _ = create_model("convnet1", 3, "none", 0.0)
+        loggers = make_loggers(["tensorboard"], run)
+        fit(
+            model,
+            phases,
+            train,
+            val,
+            prep,
+            cfg,
+            PRESETS["none"],
+            run,
+            [*loggers, *extra],
+            resume=resume,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        train_with(None, _KillAfterEpoch())
+    train_with(load_checkpoint(run / "checkpoints" / "last.pt"))
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("batch/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]

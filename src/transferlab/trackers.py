@@ -73,6 +73,16 @@ def _flat_config(raw: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def logged_batches(run_dir: Path) -> int:
+    """Batches already in the run's ``batches.csv`` (a resumed run's, trimmed to its
+    checkpoint by the engine before ``on_fit_start``); 0 for a new run."""
+    path = run_dir / "batches.csv"
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as fh:
+        return max(0, sum(1 for line in fh if line.strip()) - 1)
+
+
 def _run_config(run_dir: Path) -> dict[str, str]:
     import yaml
 
@@ -89,7 +99,12 @@ class Tracker(Callback):
 
 
 class TensorBoardLogger(Tracker):
-    """Scalars per batch (``batch/loss``) and epoch (``epoch/<field>``) in ``RUN/tensorboard``."""
+    """Scalars per batch (``batch/loss``) and epoch (``epoch/<field>``) in ``RUN/tensorboard``.
+
+    A resumed run continues the batch steps after those its ``batches.csv`` kept; events a
+    killed run logged beyond them (the epochs it redoes) are purged, TensorBoard's own
+    ``purge_step``.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         _require("tensorboard", "tensorboard")
@@ -97,12 +112,16 @@ class TensorBoardLogger(Tracker):
 
         self.log_dir = run_dir / "tensorboard"
         self.writer_cls = SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer: Any = None  # opened by on_fit_start, once a resume has trimmed the log
         self.run_dir = run_dir
         self.step = 0
         self.epoch = 0
 
     def on_fit_start(self, phases: Sequence[Phase]) -> None:
+        self.step = logged_batches(self.run_dir)
+        self.writer = self.writer_cls(
+            log_dir=str(self.log_dir), purge_step=self.step + 1 if self.step else None
+        )
         config = _run_config(self.run_dir)
         if config:
             table = "\n".join(f"| {k} | {v} |" for k, v in config.items())
@@ -163,6 +182,8 @@ class MLflowLogger(Tracker):
 
     def on_fit_start(self, phases: Sequence[Phase]) -> None:
         from mlflow.entities import Param
+
+        self.step = logged_batches(self.run_dir)  # a resumed run continues its batch steps
 
         params = [Param(k, v) for k, v in _run_config(self.run_dir).items()]
         for start in range(0, len(params), 100):
