@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,13 @@ from transferlab.data.predictions import write_predictions
 from transferlab.data.split import SplitSamples, read_split_csv
 from transferlab.data.store import ImageSet, decode_all, iterate_batches
 from transferlab.errors import DatasetError
+from transferlab.files import replace_when_done
 from transferlab.metrics import classification_report
+from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
+from transferlab.provenance import count_known, decode_training_images
 from transferlab.tta import check_mode
+
+logger = logging.getLogger(__name__)
 
 
 def run_dir_of(model_path: Path) -> Path | None:
@@ -45,15 +51,33 @@ def run_split(model_path: Path) -> tuple[dict[str, Any], SplitSamples] | None:
     return raw, read_split_csv(run / "split.csv", root.parent if root.is_file() else root)
 
 
-def _run_split_for(model_path: Path, data: Path | None) -> list[Sample] | None:
-    """If ``model_path`` is a run trained on ``data``, its held-out split (test, else val)."""
+def _own_split(model_path: Path, data: Path | None) -> SplitSamples | None:
+    """The run's saved split when ``model_path`` is a run trained on ``data`` (or ``data``
+    is None); its config is read first, so a run of other data never needs its images."""
+    run = run_dir_of(model_path)
+    if run is None:
+        return None
+    data_path = (load_yaml(run / "config.yaml").get("data") or {}).get("path")
+    if data is not None and data_path and Path(data_path).expanduser().resolve() != data.resolve():
+        return None
     found = run_split(model_path)
-    if found is None:
-        return None
-    raw, split = found
-    if data is not None and Path(raw["data"]["path"]).resolve() != data.resolve():
-        return None
-    return split.test or split.val
+    return found[1] if found else None
+
+
+def _from_split_file(
+    split: SplitSamples, which: str, model_path: Path
+) -> tuple[list[Sample], str] | None:
+    """``which`` of the run's own split; None for ``auto`` when it holds no images out."""
+    if which == "auto":
+        held_out = split.test or split.val
+        return (held_out, f"the run's held-out {held_out[0].split} split") if held_out else None
+    chosen, other = (split.test, "val") if which == "test" else (split.val, "test")
+    if not chosen:
+        has_other = split.val if which == "test" else split.test
+        hint = f"--split {other}" if has_other else "--split all (its training images too)"
+        where = (run_dir_of(model_path) or model_path) / "split.csv"
+        raise DatasetError(f"{where} has no {which} images; use {hint}")
+    return chosen, f"the run's {which} split"
 
 
 def select_eval_samples(
@@ -61,27 +85,44 @@ def select_eval_samples(
 ) -> tuple[list[Sample], str]:
     """Which labelled images ``evaluate`` uses, and a word saying which.
 
-    ``data`` None means the run's own held-out split (``model_path`` must be a run).
+    When ``model_path`` is a run and ``data`` its data (or None), ``auto``, ``test`` and
+    ``val`` come from the run's ``split.csv``; otherwise from ``data``'s own layout.
     """
-    if which == "auto" or data is None:
-        held_out = _run_split_for(model_path, data)
-        if held_out:
-            return held_out, f"the run's held-out {held_out[0].split} split"
-        if data is None:
-            raise DatasetError(
-                f"{model_path} is not a run folder with a held-out split; "
-                "pass --data with labelled images"
-            )
+    split = _own_split(model_path, data)
+    if split is not None and which != "all":
+        chosen = _from_split_file(split, which, model_path)
+        if chosen is not None:
+            return chosen
+    if data is None:
+        raise DatasetError(
+            f"{model_path} is not a run folder with a held-out split; "
+            "pass --data with labelled images"
+        )
     found = discover(data)
     splits = {s.split for s in found.samples}
     if which == "all" or (which == "auto" and splits <= {None}):
         return found.samples, "all images"
     if which == "auto":
         which = "test" if "test" in splits else "val"
-    chosen = [s for s in found.samples if s.split == which]
-    if not chosen:
+    chosen_samples = [s for s in found.samples if s.split == which]
+    if not chosen_samples:
         raise DatasetError(f"{data} has no {which} split; use --split all")
-    return chosen, f"the {which} split"
+    return chosen_samples, f"the {which} split"
+
+
+def training_images_among(
+    model_path: Path, backend: Backend, data: Path | None, paths: list[Path]
+) -> int | None:
+    """How many of ``paths`` the model was trained on; None when that cannot be known.
+
+    A run knows from its ``split.csv``; an export from the digests in its metadata.
+    """
+    split = _own_split(model_path, data)
+    if split is not None:
+        train = {s.path.resolve() for s in split.train}
+        return sum(p.resolve() in train for p in paths)
+    digests = decode_training_images(backend.meta.get(TRAINING_IMAGES_KEY))
+    return None if digests is None else count_known(paths, digests)
 
 
 def load_eval_set(
@@ -129,6 +170,36 @@ def tta_gain(
     }
 
 
+def _warn_absent(metrics: dict[str, Any]) -> None:
+    absent = metrics.get("absent_classes") or []
+    if absent:
+        logger.warning(
+            "model classes with no images here: %s; macro averages are over the %d classes "
+            "with images",
+            ", ".join(absent),
+            len(metrics["macro_classes"]),
+        )
+
+
+def _check_training_images(
+    metrics: dict[str, Any], model_path: Path, runner: Backend, data: Path, images: ImageSet
+) -> None:
+    """Record (and warn) how many evaluated images the model was trained on."""
+    if metrics["evaluated"].startswith("the run's"):
+        return  # the run's own val/test split: held out by construction
+    known = training_images_among(model_path, runner, data, [s.path for s in images.samples])
+    if known is None:
+        return
+    metrics["training_images_evaluated"] = known
+    if known:
+        logger.warning(
+            "%d of the %d evaluated images are training images of this model, so these scores "
+            "flatter it; evaluate held-out images (--split auto on the run's data, or others)",
+            known,
+            len(images),
+        )
+
+
 def evaluate_model(
     model_path: Path,
     data: Path,
@@ -140,7 +211,9 @@ def evaluate_model(
     """Evaluate a model on labelled images; optionally write ``metrics.json`` into ``out``.
 
     With ``tta`` other than ``none`` the metrics are those with TTA, and ``metrics["tta"]``
-    compares them with plain centre-crop predictions on the same images.
+    compares them with plain centre-crop predictions on the same images. Macro averages
+    are over the classes with images in the data; ``training_images_evaluated`` counts
+    evaluated images the model was trained on, where that can be known.
     """
     check_mode(tta)
     runner = load_backend(model_path, backend)
@@ -160,10 +233,13 @@ def evaluate_model(
             "transferlab_version": __version__,
         }
     )
+    _warn_absent(metrics)
+    _check_training_images(metrics, model_path, runner, data, images)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / "predictions.csv", images, probs, runner.class_names, data)
-        (out / "metrics.json").write_text(
-            json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8"
+        replace_when_done(
+            out / "metrics.json",
+            lambda p: p.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8"),
         )
     return metrics

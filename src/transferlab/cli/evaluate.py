@@ -21,6 +21,18 @@ EVALUATE_EXAMPLES = """
 """
 
 
+def macro_line(metrics: dict[str, Any]) -> str | None:
+    """Says which classes the macro averages are over, when some model classes had no images."""
+    absent = metrics.get("absent_classes") or []
+    if not absent:
+        return None
+    verb = "has" if len(absent) == 1 else "have"
+    return (
+        f"macro averages over the {len(metrics['macro_classes'])} classes with images "
+        f"({', '.join(absent)} {verb} none)"
+    )
+
+
 def tta_line(tta: dict[str, Any]) -> str:
     gain = tta["accuracy_gain"] * 100
     return (
@@ -38,8 +50,9 @@ def evaluate(
     split: Annotated[
         str,
         typer.Option(
-            help="auto | test | val | all. auto: the run's held-out split if DATA is its data, "
-            "else test/ or val/, else everything."
+            help="auto | test | val | all. When DATA is the run's data, test and val come from "
+            "its split.csv and auto is its held-out split; otherwise from DATA's test/ or val/ "
+            "folders (auto: test/, else val/, else everything). all warns about training images."
         ),
     ] = "auto",
     tta: TtaOption = "none",
@@ -65,5 +78,8 @@ def evaluate(
             out.print_json(json.dumps(metrics))
             return
         print_metrics(metrics, metrics["evaluated"], quiet)
+        note = macro_line(metrics)
+        if note:
+            out.print(note, highlight=False, soft_wrap=True)
         if "tta" in metrics:
             out.print(tta_line(metrics["tta"]), highlight=False)
