@@ -19,7 +19,7 @@ from transferlab.data.discover import discover
 from transferlab.data.split import SplitSamples, stratified_split
 from transferlab.data.store import ImageSet, decode_all
 from transferlab.data.transforms import Preprocessing
-from transferlab.engine import FitResult, _truncate_batches, fit
+from transferlab.engine import Callback, FitResult, StopTraining, _truncate_batches, fit
 from transferlab.finetune import Phase
 from transferlab.models.heads import HeadSpec
 from transferlab.models.registry import create_model, resolve_preprocessing
@@ -72,6 +72,34 @@ def test_min_delta_counts_only_a_larger_improvement(
     assert len(moving.history) == 5  # the loss falls every epoch
     huge = _fit(class_folders(6), tmp_path / "b", phase, **cfg, min_delta=10.0)
     assert len(huge.history) == 2 and huge.best_epoch == 1
+
+
+class _StopAfter(Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_batch_end(self, loss: float) -> None:
+        self.steps -= 1
+        if self.steps == 0:
+            raise StopTraining
+
+
+def test_a_callback_stops_the_fit_after_the_epoch_it_asked_in(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    train_set, val_set, prep = _sets(class_folders(6))
+    model, _ = create_model("convnet1", 3, "none", 0.0)
+    phases = [
+        Phase("head", 2, "head", 1e-3, 0.0, augment=False, bn="frozen"),
+        Phase("finetune", 2, "all", 1e-3, 1e-3, augment=True),
+    ]
+    cfg = TrainConfig(batch_size=4, scheduler="none")
+    result = fit(
+        model, phases, train_set, val_set, prep, cfg, PRESETS["light"], tmp_path, [_StopAfter(4)]
+    )
+    # 12 train images in batches of 4: the 4th step is the first of epoch 2, which ends it.
+    assert [r.epoch for r in result.history] == [1, 2]
+    assert [row[0] for row in _batch_rows(tmp_path)] == ["1", "1", "1", "2"]
 
 
 def _batch_rows(run: Path) -> list[list[str]]:
@@ -140,6 +168,9 @@ def test_prune_finetune_with_a_last_batch_of_one(class_folders: Callable[..., Pa
     )
     assert info["epochs"] == 2 and info["images"] == 18
     assert sparsity(model) >= 0.5  # the pruned weights stayed zero while it trained
+    # Validated on the run's val split every epoch; the best epoch's weights are kept.
+    assert info["val_images"] == len(split.val) and info["best_epoch"] in (1, 2)
+    assert 0.0 <= info["val_macro_f1"] <= 1.0
 
 
 def test_lr_find_with_a_batch_norm_head_and_a_last_batch_of_one(

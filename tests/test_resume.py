@@ -86,10 +86,12 @@ def _history(run: Path) -> list[dict[str, str]]:
                 "1",
                 "--augment",
                 "strong",
+                "--layer-decay",
+                "0.8",
             ],
         ),
     ],
-    ids=["in-head-warmup", "after-unfreeze-sgd-strong-aug"],
+    ids=["in-head-warmup", "after-unfreeze-sgd-strong-aug-layer-decay"],
 )
 def test_killed_and_resumed_run_matches_uninterrupted(
     class_folders: Callable[..., Path], tmp_path: Path, kill_after: int, extra: list[str]
