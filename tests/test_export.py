@@ -4,6 +4,7 @@ images; int8 quantisation and pruning that report what they cost in accuracy."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trained_model import CLASSES, IMAGE_SIZE, held_out_photos, trained_run
+from helpers import copy_photos
+from trained_model import CLASSES, IMAGE_SIZE, PER_CLASS, held_out_photos, trained_run
 from transferlab.backends import OnnxBackend, TorchBackend, load_backend
 from transferlab.bundle import load_bundle
 from transferlab.cli import app
 from transferlab.errors import BundleError, ConfigError
+from transferlab.evaluate import evaluate_model, run_split
 from transferlab.export import (
     PARITY_TOLERANCE,
     ExportError,
@@ -54,6 +57,30 @@ def test_onnx_carries_class_names_and_preprocessing(onnx_export: tuple[Path, Exp
     assert props["transferlab.architecture"] == "tf_efficientnet_lite0"
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["probabilities"]
+
+
+def test_an_onnx_file_knows_its_training_images(
+    run: Path,
+    onnx_export: tuple[Path, ExportReport],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    found = run_split(run)
+    assert found is not None
+    raw, split = found
+    # The training folder copied elsewhere: the file's digests still recognise its images.
+    data = shutil.copytree(raw["data"]["path"], tmp_path / "copy")
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        metrics = evaluate_model(onnx_export[0], data)
+    assert metrics["backend"] == "onnx" and metrics["evaluated"] == "all images"
+    assert metrics["training_images_evaluated"] == len(split.train)
+    assert f"{len(split.train)} of the {metrics['num_images']} evaluated images are training" in (
+        caplog.text
+    )
+    held_out = tmp_path / "held-out"
+    for label in CLASSES:
+        copy_photos(label, held_out / label, 1, offset=PER_CLASS)
+    assert evaluate_model(onnx_export[0], held_out)["training_images_evaluated"] == 0
 
 
 def test_onnx_parity_is_checked_on_real_images(onnx_export: tuple[Path, ExportReport]) -> None:

@@ -9,6 +9,9 @@ Every export is run on real images and compared with the PyTorch model it came f
 probability that differs by more than :data:`PARITY_TOLERANCE` fails the export and
 leaves no file behind. ``--prune`` and ``--quantize`` change the model on purpose, so
 they report the accuracy change on an evaluation set instead.
+
+An export of a run folder also carries content digests of the run's training images
+(:mod:`transferlab.provenance`), so ``evaluate`` warns when the file is scored on them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from transferlab.onnx_contract import (
     with_softmax,
 )
 from transferlab.predict import expand_inputs
+from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
+from transferlab.provenance import encode_training_images
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +284,7 @@ def _write(
             bundle.architecture,
             bundle.class_names,
             bundle.preprocessing,
-            {k: meta[k] for k in ("training", "pruning") if k in meta},
+            {k: meta[k] for k in ("training", "pruning", TRAINING_IMAGES_KEY) if k in meta},
         )
         return TorchBackend.from_bundle(load_bundle(out), out)
     if options.format == "torchscript":
@@ -314,6 +319,23 @@ def _write(
     return exported
 
 
+def _training_images(model_path: Path) -> dict[str, Any] | None:
+    """Digests of the run's training images, so the export can tell when it is scored on
+    them; None (said) when ``model_path`` is not a run or its images cannot be read."""
+    try:
+        found = run_split(model_path)
+    except DatasetError as exc:
+        logger.warning("%s; the export will not recognise its training images", exc)
+        return None
+    if found is None:
+        logger.info(
+            "%s is not a run folder: the export will not recognise its training images",
+            model_path,
+        )
+        return None
+    return encode_training_images(s.path for s in found[1].train)
+
+
 def export_model(model_path: Path, options: ExportOptions) -> ExportReport:
     """Export (and optionally prune / quantise) a bundle; check it; report what changed."""
     started = time.perf_counter()
@@ -327,6 +349,9 @@ def export_model(model_path: Path, options: ExportOptions) -> ExportReport:
     if checked.labelled is not None and options.changes_model:
         report.accuracy_before, before = _accuracy(reference, checked.labelled)
     extra: dict[str, Any] = {"source": str(bundle_dir)}
+    trained_on = _training_images(model_path)
+    if trained_on is not None:
+        extra[TRAINING_IMAGES_KEY] = trained_on
     if options.prune is not None:
         report.pruning = extra["pruning"] = _prune(bundle, model_path, options)
     else:
