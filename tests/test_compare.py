@@ -3,8 +3,17 @@ real two-by-two compare end to end (with re-launch)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +29,7 @@ from transferlab.compare import (
     plan_runs,
     run_experiment,
 )
+from transferlab.engine import Callback
 from transferlab.errors import ConfigError
 from transferlab.metrics import bootstrap_ci
 from transferlab.report.comparison import (
@@ -33,10 +43,12 @@ from transferlab.report.comparison import (
     wins_losses,
 )
 from transferlab.report.leaderboard import (
+    LEADER_HEADER,
     Baseline,
     CellSummary,
     RunData,
     build_board,
+    leaderboard_rows,
     load_baseline,
     per_class_rows,
     render_csv,
@@ -45,6 +57,12 @@ from transferlab.report.leaderboard import (
 )
 
 PAPER = REPO / "examples" / "baselines" / "ahe-paper-resnet.yaml"
+
+
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
 AHE_CLASSES = sorted(p.name for p in (REPO / "examples" / "ahe-mini").iterdir() if p.is_dir())
 
 # ---------------------------------------------------------------- table logic, by hand
@@ -165,6 +183,15 @@ def test_leaderboard_markdown_and_csv_from_hand_made_rows() -> None:
     assert csv_text[-1].startswith(",baseline: paper,")
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.04, "<0.1 s"), (0.4, "0.4 s"), (9.5, "9.5 s"), (95.0, "95 s"), (300.0, "5.0 min")],
+)
+def test_train_time_under_a_second_is_not_shown_as_zero(seconds: float, shown: str) -> None:
+    (row,) = leaderboard_rows([_cell("r", {"a": 0.5}, train_seconds=seconds)])
+    assert row[LEADER_HEADER.index("train time")] == shown
+
+
 def test_baseline_run_instead_of_a_file() -> None:
     classes = ["a", "b"]
     cells = [_cell("one", {"a": 0.5, "b": 0.5}), _cell("two", {"a": 0.6, "b": 0.4})]
@@ -257,10 +284,10 @@ def test_grid_crossed_with_runs_and_repeats(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("axes: {optim.lr: [1]}\n", "'optim.lr' is not a config key"),
-        ("axes: {train.lrr: [1]}\n", "unknown key train.lrr; known keys in 'train'"),
+        ("axes: {train.lrr: [1]}\n", "unknown config key train.lrr (did you mean train.lr?)"),
         ("axes: {train.lr: 0.1}\n", "train.lr must be a non-empty YAML list"),
         ("axes: {train.lr: [fast]}\n", "train.lr: 'fast' is not a number"),
-        ("base: {train: {epochs: -1}}\n", "--epochs must be >= 0"),
+        ("base: {train: {epochs: -1}}\n", "train.epochs: -1 is out of range; it must be >= 0"),
         ("base: {optim: {lr: 1}}\n", "section 'optim'"),
         ("axis: {train.lr: [1]}\n", "unknown key 'axis'"),
         ("runs: [{name: a}, {name: a}]\n", "both be named 'a'"),
@@ -269,7 +296,7 @@ def test_grid_crossed_with_runs_and_repeats(tmp_path: Path) -> None:
     ],
 )
 def test_bad_experiment_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_experiment(_exp(tmp_path, text))
 
 
@@ -373,3 +400,160 @@ def test_two_by_two_compare_and_relaunch(
     rebuilt = CliRunner().invoke(app, ["report", str(out), "--no-speed", "-q"])
     assert rebuilt.exit_code == 0, rebuilt.output
     assert (out / "leaderboard.md").is_file()
+
+
+# ---------------------------------------------------------------- interrupted and re-launched
+
+
+def _compare(exp: Path, out: str, cwd: Path, *extra: str) -> subprocess.Popen[str]:
+    """The real CLI in a fresh interpreter, run from ``cwd`` with a relative ``--out``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "transferlab", "compare", str(exp), "--out", out, *extra],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _history_rows(run: Path) -> list[dict[str, str]]:
+    if not (run / "history.csv").is_file():
+        return []
+    with (run / "history.csv").open(newline="", encoding="utf-8") as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+EPOCHS = 30
+
+
+@pytest.mark.slow
+def test_a_sigtermed_compare_resumes_its_interrupted_run(
+    tmp_path: Path, class_folders: Callable[..., Path]
+) -> None:
+    data = class_folders(per_class=4)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"dataset: {json.dumps(str(data))}\n"
+        "base:\n"
+        "  model: {name: convnet1, weights: none, image_size: 64}\n"
+        f"  train: {{strategy: full, epochs: {EPOCHS}, batch_size: 4, device: cpu}}\n"
+        "axes:\n"
+        "  train.lr: [1.0e-3, 3.0e-4]\n",
+        encoding="utf-8",
+    )
+    second = tmp_path / "out" / "lr0.0003"
+    first = _compare(exp, "out", tmp_path, "-q")
+    deadline = time.monotonic() + 300
+    while len(_history_rows(second)) < 2:
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline, "training too slow to reach the kill point"
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGTERM)
+    _, first_err = first.communicate()
+    assert first.returncode == -signal.SIGTERM, "compare finished before it could be stopped"
+    assert "did not finish" not in first_err  # nothing was unfinished on a new --out
+    done = _history_rows(second)
+    assert 2 <= len(done) < EPOCHS and not (second / "metrics.json").exists()
+
+    again = _compare(exp, "out", tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resuming lr0.0003 from its last checkpoint" in err
+    assert "1 trained (1 resumed), 1 already finished" in err
+    assert "did not finish" not in err
+    history = _history_rows(second)
+    assert [int(r["epoch"]) for r in history] == list(range(1, EPOCHS + 1))
+    assert history[: len(done)] == done  # continued, not trained again from epoch 1
+
+
+# ---------------------------------------------------------------- failed runs
+
+
+def _experiment(tmp_path: Path, data: Path, runs: str) -> Path:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"dataset: {json.dumps(str(data))}\n"
+        "base:\n"
+        "  model: {name: convnet1, weights: none, image_size: 64}\n"
+        "  train: {strategy: full, epochs: 1, batch_size: 4, device: cpu}\n"
+        f"runs:\n{runs}",
+        encoding="utf-8",
+    )
+    return exp
+
+
+@pytest.mark.slow
+def test_failed_runs_are_on_the_leaderboard_and_the_others_go_on(
+    tmp_path: Path, class_folders: Callable[..., Path], restore_transferlab_logging: None
+) -> None:
+    exp = _experiment(
+        tmp_path,
+        class_folders(per_class=4),
+        "  - {name: good}\n"
+        "  - {name: nomodel, model.name: convnet9}\n"
+        "  - {name: toodeep, train.strategy: top-n, train.trainable_groups: 99}\n"
+        "  - {name: badlr, train.lr: fast}\n",
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compare", str(exp), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 of 4 runs failed (nomodel, badlr, toodeep); nomodel: ")
+    assert "unknown model 'convnet9'" in last
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count(f"report written to {out / 'good' / 'report.html'}") == 1
+    assert (out / "good" / "metrics.json").is_file()
+    md = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "| 1 | good | convnet1 | full |" in md
+    assert "| – | toodeep | convnet1 | top-n | FAILED | – | FAILED |" in md
+    assert "- **badlr**: " in md and "train.lr: 'fast' is not a number" in md
+    assert "--trainable-groups 99 is out of range" in md
+    rows = {r["run"]: r for r in csv.DictReader(io.StringIO(read(out / "leaderboard.csv")))}
+    assert rows["good"]["status"] == "finished" and rows["nomodel"]["status"] == "failed"
+    assert "unknown model 'convnet9'" in rows["nomodel"]["error"]
+    html = read(out / "leaderboard.html")
+    assert html.count("FAILED") == 6 and "is out of range" in html
+
+    # The report command rebuilds it, saying so once per file.
+    rebuilt = CliRunner().invoke(app, ["report", str(out), "--no-speed"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert rebuilt.stderr.count("report written to") == 1
+    assert rebuilt.stderr.count("leaderboard written to") == 1
+    assert "FAILED" in read(out / "leaderboard.md")
+
+    # Again, stopping at the first failure: nothing else is trained.
+    fast = tmp_path / "fast"
+    stopped = CliRunner().invoke(app, ["compare", str(exp), "--out", str(fast), "--fail-fast"])
+    assert stopped.exit_code == 2
+    assert stopped.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "unknown model 'convnet9'" in stopped.stderr
+    assert not (fast / "good").exists()
+
+
+class Crash(Callback):
+    def on_fit_start(self, phases: object) -> None:
+        raise RuntimeError("out of memory, say")
+
+
+@pytest.mark.slow
+def test_a_crashed_run_is_recorded_and_fail_fast_raises_it(
+    tmp_path: Path, class_folders: Callable[..., Path]
+) -> None:
+    exp = load_experiment(
+        _experiment(tmp_path, class_folders(per_class=4), "  - {name: a}\n  - {name: b}\n")
+    )
+
+    def callbacks(run_dir: Path) -> list[Callback]:
+        return [Crash()] if run_dir.name == "a" else []
+
+    result = run_experiment(exp, tmp_path / "out", callbacks, measure=False)
+    assert result.trained == ["b"]
+    assert [(f.run, f.exit_code) for f in result.failed] == [("a", 1)]
+    assert result.failed[0].error == "unexpected RuntimeError: out of memory, say"
+    assert "| – | a | convnet1 | full | FAILED |" in read(tmp_path / "out" / "leaderboard.md")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_experiment(exp, tmp_path / "out", callbacks, measure=False, fail_fast=True)
+    again = run_experiment(exp, tmp_path / "out", measure=False)  # fixed: a trains, b is kept
+    assert (again.trained, again.skipped, again.failed) == (["a"], ["b"], [])
+    assert "FAILED" not in read(tmp_path / "out" / "leaderboard.md")

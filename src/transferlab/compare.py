@@ -13,14 +13,17 @@ An experiment file names a dataset, a base configuration (the sections of a run'
     runs:                           # ... crossed with explicit runs (optional)
       - {name: scratch, train.strategy: scratch}
 
-Every key is a dotted config key validated by :func:`transferlab.config.from_dict`, so new
-config keys work here without changes. Runs are trained one after another, each into its
-own run folder under the output folder; finished runs are skipped on re-launch.
+Every key is a dotted config key typed and validated by :mod:`transferlab.config` (the
+one coercion the CLI and config files use too), so new config keys work here without
+changes. Runs are trained one after another, each into its own run folder under the
+output folder; finished runs are skipped on re-launch and interrupted ones resume from
+their last checkpoint. A run that fails (a value only its cell has, an unknown model, a
+crash) is recorded as failed in its folder (``failed.json``) and in the leaderboard while
+the others go on; ``fail_fast`` stops at the first failure instead.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
@@ -34,10 +37,22 @@ from typing import Any
 
 import yaml
 
-from transferlab.config import RunConfig, from_dict, load_yaml
+from transferlab.config import BadValue, RunConfig, coerce_value, from_dict, known_keys, load_yaml
 from transferlab.engine import Callback
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.files import is_temporary, replace_when_done
+from transferlab.models.registry import resolve_preprocessing
+from transferlab.pipeline import RunResult, resolve_config, resume_run, train_run
+from transferlab.report.leaderboard import (
+    FAILED_FILE,
+    PLAN_FILE,
+    load_baseline,
+    write_failure,
+    write_leaderboard,
+)
+from transferlab.report.run_report import REPORT_HTML, write_run_report
 from transferlab.report.speed import measure_inference
+from transferlab.trackers import finish_run
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +68,6 @@ EXPERIMENT_KEYS = (
     "baseline",
     "baseline_run",
 )
-PLAN_FILE = "experiment.json"
 SHARED_SPLIT = "split.csv"
 FEATURE_CACHE_DIR = ".feature-cache"  # frozen-backbone features shared by the runs
 # What a run folder may hold; an unfinished folder with anything else is not cleared.
@@ -70,15 +84,18 @@ RUN_FILES = {
     "report.html",
     "inference.json",
     "tensorboard",
+    FAILED_FILE,
 }
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the experiment: a name and the config keys it sets."""
+    """One point of the experiment: a name, the config keys it sets, and why its settings
+    cannot make a run (None when they can)."""
 
     name: str
     settings: dict[str, Any]
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,94 +119,55 @@ class Experiment:
     baseline: Path | None
     baseline_run: str | None
 
-
-def _sections() -> dict[str, type]:
-    """Config sections and their dataclasses, read from RunConfig itself (none hard-coded)."""
-    default = RunConfig()
-    return {f.name: type(getattr(default, f.name)) for f in dataclasses.fields(RunConfig)}
+    @property
+    def invalid(self) -> list[Cell]:
+        return [c for c in self.cells if c.error is not None]
 
 
-def _field_types(section: type) -> dict[str, str]:
-    return {f.name: str(f.type) for f in dataclasses.fields(section)}
+@dataclass(frozen=True)
+class Failure:
+    """A run that failed: its one-line error and the exit code it stands for (2: something
+    the user can fix; 1: a crash)."""
+
+    run: str
+    error: str
+    exit_code: int = 2
 
 
-def coerce(value: Any, annotation: str) -> Any:
-    """Fit a YAML value to a config field's type: YAML reads ``1e-3`` as a string."""
-    kinds = {k.strip() for k in annotation.split("|")}
-    if isinstance(value, bool) or value is None:
+def _sections() -> list[str]:
+    return list(dict.fromkeys(key.partition(".")[0] for key in known_keys()))
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """``value`` typed for config key ``key`` (YAML reads ``1e-3`` as text). An unknown key
+    fails the file; a value that does not fit is kept as written, and the run of that cell
+    fails alone (see :func:`load_experiment`)."""
+    try:
+        return coerce_value(key, value)
+    except BadValue:
         return value
-    if "float" in kinds and isinstance(value, int | str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    if "int" in kinds and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if "int" in kinds and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-        return int(value)
-    if kinds == {"str"} and isinstance(value, int | float):
-        return str(value)
-    return value
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
-def _check_key(key: str, where: str) -> None:
-    sections = _sections()
-    section, _, rest = key.partition(".")
-    if section not in sections or not rest:
-        raise ConfigError(
-            f"{where}: '{key}' is not a config key; write section.key with a section of "
-            f"{', '.join(sections)} (e.g. train.lr, model.name)"
-        )
-    name = rest.split(".")[0]
-    known = _field_types(sections[section])
-    if name not in known:
-        raise ConfigError(
-            f"{where}: unknown key {section}.{name}; known keys in '{section}': "
-            f"{', '.join(sorted(known))}"
-        )
-
-
-def typed(key: str, value: Any) -> Any:
-    """``value`` fitted to the config field ``key`` names; a clear error if it cannot be."""
-    parts = key.split(".")
-    if len(parts) != 2:
-        return value
-    annotation = _field_types(_sections()[parts[0]]).get(parts[1], "")
-    value = coerce(value, annotation)
-    kinds = {k.strip() for k in annotation.split("|")}
-    numeric = kinds & {"int", "float"}
-    if numeric and "str" not in kinds and isinstance(value, str):
-        raise ConfigError(f"{key}: {value!r} is not a number")
-    return value
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """``set_dotted(raw, "train.lr", 0.01)`` sets ``raw["train"]["lr"]``, typed like the field."""
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"'{key}': {part} is not a mapping, it cannot hold {parts[-1]}")
-        node = child
-    node[parts[-1]] = typed(key, value)
-
-
-def flatten(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``{train: {lr: 1}}`` and ``{train.lr: 1}`` both become ``{"train.lr": 1}``."""
+def _dotted(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``{train: {lr: 1}}`` and ``{train.lr: 1}`` both become ``{"train.lr": 1}``; an
+    unknown key fails with the config's own message (which suggests the closest key)."""
     out: dict[str, Any] = {}
-    sections = _sections()
     for key, value in entry.items():
-        if key in sections and isinstance(value, Mapping):
+        if key in _sections() and isinstance(value, Mapping):
             for sub, v in value.items():
                 out[f"{key}.{sub}"] = v
         else:
             out[str(key)] = value
     for key in out:
-        _check_key(key, where)
+        _typed(key, None, where)  # a known key takes or refuses None; an unknown one raises
     return out
+
+
+def flatten(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """:func:`_dotted`, with every value typed for its key."""
+    return {key: _typed(key, value, where) for key, value in _dotted(entry, where).items()}
 
 
 def _slug(value: Any) -> str:
@@ -227,13 +205,10 @@ def _axes(raw: Any, file: Path) -> dict[str, list[Any]]:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{file}: 'axes' must map config keys to lists of values")
     axes: dict[str, list[Any]] = {}
-    for key, values in flatten(raw, f"{file}: axes").items():
+    for key, values in _dotted(raw, f"{file}: axes").items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{file}: axes: {key} must be a non-empty YAML list of values")
-        try:
-            axes[key] = [typed(key, v) for v in values]
-        except ConfigError as exc:
-            raise ConfigError(f"{file}: axes: {exc}") from None
+        axes[key] = [_typed(key, v, f"{file}: axes") for v in values]
     return axes
 
 
@@ -248,29 +223,18 @@ def _runs(raw: Any, file: Path) -> list[tuple[str | None, dict[str, Any]]]:
             raise ConfigError(f"{file}: runs[{i}] must be a mapping such as  train.lr: 0.01")
         entry = dict(entry)
         name = entry.pop("name", None)
-        try:
-            settings = {k: typed(k, v) for k, v in flatten(entry, f"{file}: runs[{i}]").items()}
-        except ConfigError as exc:
-            raise ConfigError(f"{file}: runs[{i}]: {exc}") from None
+        settings = flatten(entry, f"{file}: runs[{i}]")
         out.append((None if name is None else _slug(name), settings))
     return out
 
 
 def _base(raw: Any, file: Path) -> dict[str, Any]:
-    """The base sections with values typed; their structure is checked by ``from_dict``."""
+    """The base sections as written; :func:`build_config` types and checks them."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{file}: 'base' must hold config sections ({', '.join(_sections())})")
-    out: dict[str, Any] = {}
-    for section, values in raw.items():
-        if section in _sections() and isinstance(values, Mapping):
-            try:
-                values = {k: typed(f"{section}.{k}", v) for k, v in values.items()}
-            except ConfigError as exc:
-                raise ConfigError(f"{file}: base: {exc}") from None
-        out[section] = values
-    return out
+    return dict(raw)
 
 
 def expand_cells(
@@ -300,22 +264,29 @@ def build_config(
     base: Mapping[str, Any], settings: Mapping[str, Any], dataset: Path, where: str
 ) -> RunConfig:
     """The run's config: base sections, then the cell's dotted keys, then the dataset."""
-    raw: dict[str, Any] = copy.deepcopy(dict(base))
-    for key, value in settings.items():
-        set_dotted(raw, key, value)
-    set_dotted(raw, "data.path", str(dataset))
     try:
-        return from_dict(raw)
+        return from_dict(base, {**settings, "data.path": str(dataset)})
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: a value has the wrong type ({exc}); fix it") from None
+
+
+def _checked(cell: Cell, base: Mapping[str, Any], data: Path, file: Path) -> Cell:
+    """The cell, with the error its run would stop on before training (a bad value, an
+    unknown model), found now rather than hours into the experiment."""
+    try:
+        cfg = build_config(base, cell.settings, data, f"{file}: run '{cell.name}'")
+        resolve_preprocessing(cfg.model.name, cfg.model.image_size)
+    except TransferlabError as exc:
+        return dataclasses.replace(cell, error=str(exc))
+    return cell
 
 
 def load_experiment(
     path: Path, repeats: int | None = None, dataset: Path | None = None
 ) -> Experiment:
-    """Read and fully validate an experiment file (every run's config is built once)."""
+    """Read and validate an experiment file. Every run's config is built once: errors in
+    the file or its base fail here; a cell whose own settings fail is kept with its error
+    (its run fails, the others go on), unless every cell fails."""
     raw = load_yaml(path, "experiment file", "dataset, base and axes or runs")
     unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
     if unknown:
@@ -333,10 +304,11 @@ def load_experiment(
     base = _base(raw.get("base"), path)
     build_config(base, {}, data, f"{path}: base")
     cells = expand_cells(_axes(raw.get("axes"), path), _runs(raw.get("runs"), path))
-    for cell in cells:
-        build_config(base, cell.settings, data, f"{path}: run '{cell.name}'")
+    cells = [_checked(cell, base, data, path) for cell in cells]
+    if all(c.error is not None for c in cells):
+        raise ConfigError(str(cells[0].error))
     n = repeats if repeats is not None else raw.get("repeats", 1)
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"{path}: repeats must be a whole number >= 1 (or use --repeats)")
     baseline = raw.get("baseline")
     return Experiment(
@@ -353,9 +325,11 @@ def load_experiment(
 
 
 def plan_runs(exp: Experiment) -> list[PlannedRun]:
-    """Each cell once per seed: the cell's own seed, then seed+1, ... (``--repeats``)."""
+    """Each valid cell once per seed: the cell's own seed, then seed+1, ... (``--repeats``)."""
     runs = []
     for cell in exp.cells:
+        if cell.error is not None:
+            continue
         where = f"{exp.path}: run '{cell.name}'"
         cfg = build_config(exp.base, cell.settings, exp.dataset, where)
         first = cfg.train.seed
@@ -397,11 +371,13 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_mismatch(
     planned: RunConfig, keys: Sequence[str], stored: Mapping[str, Any]
 ) -> str | None:
-    """The first key the experiment sets that a finished run's ``config.yaml`` disagrees with.
+    """The first of ``keys`` on which a run's ``config.yaml`` disagrees with the plan.
 
-    Only keys the experiment names are checked: the rest may be resolved at train time.
+    The plan is compared in the form a run saves it (:func:`resolve_config`: absolute
+    paths, the resolved input size and augment preset), so a run started from another
+    folder, or with a relative ``--out``, still matches its plan.
     """
-    want = _flat(json.loads(json.dumps(planned.to_dict())))
+    want = _flat(json.loads(json.dumps(resolve_config(planned).to_dict())))
     have = _flat(stored)
     for key in keys:
         if key in want and key in have and have[key] != want[key]:
@@ -413,31 +389,35 @@ def _is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
 
 
-def can_resume(planned: RunConfig, run_dir: Path) -> bool:
-    """An interrupted run continues from ``checkpoints/last.pt`` if it was started with
-    the configuration planned now (keys left unset in the plan, resolved at train time,
-    match anything); anything else is trained again."""
+def why_not_resume(planned: RunConfig, run_dir: Path) -> str | None:
+    """None if the interrupted run in ``run_dir`` can continue from its last checkpoint
+    under the planned configuration (every key must match); otherwise why not."""
     if not (run_dir / "checkpoints" / "last.pt").is_file():
-        return False
+        return "it has no checkpoint"
     try:
         stored = from_dict(load_yaml(run_dir / "config.yaml")).to_dict()
-    except TransferlabError:
-        return False
-    keys = [k for k, v in _flat(planned.to_dict()).items() if v is not None]
-    return config_mismatch(planned, keys, stored) is None
+    except TransferlabError as exc:
+        return f"its config.yaml cannot be used: {exc}"
+    return config_mismatch(planned, list(_flat(planned.to_dict())), stored)
 
 
-def clear_unfinished(run_dir: Path) -> None:
-    """Remove an interrupted run folder (no metrics.json) so it can be trained again."""
+def clear_unfinished(run_dir: Path, why: str | None = None) -> None:
+    """Remove an interrupted run folder (no metrics.json) so it can be trained again;
+    ``why`` it cannot resume goes into the warning."""
     if not run_dir.exists():
         return
-    strangers = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+    names = [p.name for p in run_dir.iterdir() if not is_temporary(p.name)]
+    strangers = sorted(n for n in names if n not in RUN_FILES)
     if strangers:
         raise ConfigError(
             f"{run_dir} is unfinished but holds {strangers[0]}, which no run writes; "
             "move it away or use a new --out folder"
         )
-    logger.warning("%s did not finish; training it again", run_dir)
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        reason = f" and cannot resume ({why})" if why else ""
+        logger.warning("%s did not finish%s; training it again", run_dir, reason)
+    elif "config.yaml" in names:
+        logger.info("%s never finished an epoch; starting it again", run_dir)
     shutil.rmtree(run_dir)
 
 
@@ -449,9 +429,14 @@ class ExperimentResult:
     skipped: list[str]
     leaderboard: Path | None = None
     resumed: list[str] = dataclasses.field(default_factory=list)  # also in trained
+    failed: list[Failure] = dataclasses.field(default_factory=list)
 
 
 CallbackFactory = Callable[[Path], Sequence[Callback]]
+
+
+def _copy(src: Path, dest: Path) -> None:
+    replace_when_done(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _shared_split(exp: Experiment, out: Path, runs: Sequence[PlannedRun]) -> Path | None:
@@ -464,20 +449,18 @@ def _shared_split(exp: Experiment, out: Path, runs: Sequence[PlannedRun]) -> Pat
     for run in runs:
         made = out / run.name / "split.csv"
         if _is_finished(out / run.name) and made.is_file():
-            shutil.copyfile(made, shared)
+            _copy(made, shared)  # its presence means "the split": whole or absent
             return shared
     return None
 
 
 def _write_plan(exp: Experiment, out: Path, runs: Sequence[PlannedRun]) -> None:
-    from transferlab.report.leaderboard import load_baseline
-
     baseline = baseline_name = None
     if exp.baseline is not None:
         baseline = f"baseline{exp.baseline.suffix.lower() or '.yaml'}"
         baseline_name = load_baseline(exp.baseline).name
         if exp.baseline.resolve() != (out / baseline).resolve():
-            shutil.copyfile(exp.baseline, out / baseline)
+            _copy(exp.baseline, out / baseline)
     plan = {
         "name": exp.name,
         "experiment_file": str(exp.path.resolve()),
@@ -491,14 +474,16 @@ def _write_plan(exp: Experiment, out: Path, runs: Sequence[PlannedRun]) -> None:
             {
                 "name": c.name,
                 "settings": c.settings,
-                "runs": [r.name for r in runs if r.cell == c.name],
+                "runs": [r.name for r in runs if r.cell == c.name] or [c.name],
+                **({"error": c.error} if c.error else {}),
             }
             for c in exp.cells
         ],
     }
-    (out / PLAN_FILE).write_text(json.dumps(plan, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(plan, indent=2, default=str)
+    replace_when_done(out / PLAN_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if exp.path.resolve() != (out / "experiment.yaml").resolve():
-        shutil.copyfile(exp.path, out / "experiment.yaml")
+        _copy(exp.path, out / "experiment.yaml")
 
 
 def choose_baseline(
@@ -516,8 +501,6 @@ def choose_baseline(
 
 def check_baseline(exp: Experiment) -> None:
     """Fail before any training if the baseline cannot be used."""
-    from transferlab.report.leaderboard import load_baseline
-
     if exp.baseline is not None:
         load_baseline(exp.baseline)
     if exp.baseline_run is not None:
@@ -529,33 +512,74 @@ def check_baseline(exp: Experiment) -> None:
             )
 
 
-def _check_finished(run: PlannedRun, run_dir: Path) -> None:
-    stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    why = config_mismatch(run.config, run.keys, stored)
-    if why:
-        raise ConfigError(
-            f"{run_dir} holds a finished run that does not match the experiment ({why}); "
-            "use a new --out folder or delete that run"
-        )
-
-
-def _check_models(runs: Sequence[PlannedRun]) -> None:
-    """Fail on an unknown model name before hours of training, not in the middle."""
-    from transferlab.models.registry import resolve_preprocessing
-
-    for name, size in dict.fromkeys((r.config.model.name, r.config.model.image_size) for r in runs):
-        resolve_preprocessing(name, size)
+def _check_finished(runs: Sequence[PlannedRun], out: Path) -> None:
+    """Every finished run folder must hold what the experiment plans, checked before any
+    training: otherwise the leaderboard would mix two experiments."""
+    for run in runs:
+        run_dir = out / run.name
+        if not _is_finished(run_dir):
+            continue
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        why = config_mismatch(run.config, run.keys, stored)
+        if why:
+            raise ConfigError(
+                f"{run_dir} holds a finished run that does not match the experiment ({why}); "
+                "use a new --out folder or delete that run"
+            )
 
 
 def _finish(run_dir: Path, measure: bool) -> None:
-    """Time inference and write the run's report, unless done before."""
-    from transferlab.report.run_report import REPORT_HTML, write_run_report
+    """Time inference and write the run's report, unless done before. A failure here
+    leaves the finished run in the leaderboard; 'transferlab report' retries it."""
+    try:
+        measured = measure and not (run_dir / "inference.json").is_file()
+        if measured:
+            measure_inference(run_dir)
+        if measured or not (run_dir / REPORT_HTML).is_file():  # the report shows the speed
+            write_run_report(run_dir)
+    except Exception as exc:  # the run itself is saved: say so and go on
+        logger.warning(
+            "could not time or report %s (%s); retry with 'transferlab report %s'",
+            run_dir,
+            exc,
+            run_dir.parent,
+        )
 
-    measured = measure and not (run_dir / "inference.json").is_file()
-    if measured:
-        measure_inference(run_dir)
-    if measured or not (run_dir / REPORT_HTML).is_file():  # the report shows the speed too
-        write_run_report(run_dir)
+
+def _train(
+    step: str, run: PlannedRun, config: RunConfig, run_dir: Path, callbacks: CallbackFactory | None
+) -> tuple[RunResult, bool]:
+    """Resume the run from its last checkpoint if its settings still match, else train it
+    from the start; the result and whether it resumed."""
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's failure
+    why = why_not_resume(config, run_dir)
+    if why is None:
+        logger.info("%s resuming %s from its last checkpoint", step, run.name)
+    else:
+        clear_unfinished(run_dir, why)  # before the callbacks open files in it
+        logger.info("%s training %s", step, run.name)
+    cbs = list(callbacks(run_dir)) if callbacks else []
+    if why is None:
+        result = resume_run(run_dir, cbs, write_report=False)
+    else:
+        result = train_run(config, run_dir, cbs, write_report=False)
+    finish_run(cbs, result.metrics)
+    return result, why is None
+
+
+def _failure(name: str, exc: Exception) -> Failure:
+    if isinstance(exc, TransferlabError):
+        return Failure(name, str(exc), exc.exit_code)
+    logger.debug("%s crashed", name, exc_info=exc)  # the traceback, with --debug
+    return Failure(name, f"unexpected {exc.__class__.__name__}: {exc}", 1)
+
+
+def _record(out: Path, failure: Failure, planned: PlannedRun | None, fail_fast: bool) -> None:
+    model = planned.config.model.name if planned else "?"
+    strategy = planned.config.train.strategy if planned else "?"
+    write_failure(out / failure.run, failure.error, failure.exit_code, model, strategy)
+    if not fail_fast:
+        logger.warning("%s failed: %s; going on with the other runs", failure.run, failure.error)
 
 
 def run_experiment(
@@ -563,47 +587,48 @@ def run_experiment(
     out: Path,
     callbacks: CallbackFactory | None = None,
     measure: bool = True,
+    fail_fast: bool = False,
 ) -> ExperimentResult:
-    """Train every planned run not yet finished under ``out``, then write the leaderboard."""
-    from transferlab.pipeline import resume_run, train_run
-    from transferlab.trackers import finish_run
+    """Train every planned run not yet finished under ``out``, then write the leaderboard.
 
+    A run that fails is recorded (``RUN/failed.json``, the leaderboard, ``failed`` in the
+    result) and the others go on; with ``fail_fast`` its error is raised instead.
+    """
     check_baseline(exp)
     runs = plan_runs(exp)
-    _check_models(runs)
     out.mkdir(parents=True, exist_ok=True)
+    _check_finished(runs, out)
     _write_plan(exp, out, runs)
-    trained: list[str] = []
-    skipped: list[str] = []
-    resumed: list[str] = []
+    result = ExperimentResult(out, runs, [], [])
+    for cell in exp.invalid:
+        if fail_fast:
+            raise ConfigError(str(cell.error))
+        result.failed.append(Failure(cell.name, str(cell.error)))
+        _record(out, result.failed[-1], None, fail_fast)
     for i, run in enumerate(runs, start=1):
         run_dir = out / run.name
         if _is_finished(run_dir):
-            _check_finished(run, run_dir)
             logger.info("[%d/%d] %s: finished before, skipped", i, len(runs), run.name)
-            skipped.append(run.name)
+            result.skipped.append(run.name)
         else:
             split = _shared_split(exp, out, runs)
             config = _with_feature_cache(_with_split(run.config, split), out)
-            cbs = list(callbacks(run_dir)) if callbacks else []
-            if can_resume(config, run_dir):
-                logger.info("[%d/%d] resuming %s from its last checkpoint", i, len(runs), run.name)
-                result = resume_run(run_dir, cbs)
-                resumed.append(run.name)
-            else:
-                clear_unfinished(run_dir)
-                logger.info("[%d/%d] training %s", i, len(runs), run.name)
-                result = train_run(config, run_dir, cbs)
-            trained.append(run.name)
+            try:
+                _, resumed = _train(f"[{i}/{len(runs)}]", run, config, run_dir, callbacks)
+            except Exception as exc:  # recorded; the other runs go on
+                result.failed.append(_failure(run.name, exc))
+                _record(out, result.failed[-1], run, fail_fast)
+                if fail_fast:
+                    raise
+                continue
+            result.trained.append(run.name)
+            if resumed:
+                result.resumed.append(run.name)
             _shared_split(exp, out, runs)
-            _finish(run_dir, measure)
-            finish_run(cbs, result.metrics)
         _finish(run_dir, measure)
     _warn_split_drift(out, runs)
-    from transferlab.report.leaderboard import write_leaderboard
-
-    board = write_leaderboard(out)
-    return ExperimentResult(out, runs, trained, skipped, board, resumed)
+    result.leaderboard = write_leaderboard(out)
+    return result
 
 
 def is_experiment_dir(path: Path) -> bool:
@@ -621,12 +646,9 @@ def report_experiment(
 ) -> Path:
     """Rebuild every finished run's report and the leaderboard of an experiment folder,
     timing inference where a run has no ``inference.json`` yet (no training)."""
-    from transferlab.report.leaderboard import write_leaderboard
-    from transferlab.report.run_report import write_run_report
-
     if baseline_file is not None and baseline_run is not None:
         raise ConfigError("give either --baseline or --baseline-run, not both")
-    if not is_experiment_dir(out):
+    if not out.is_dir() or not is_experiment_dir(out):
         raise TransferlabError(
             f"{out} is neither a run folder (metrics.json) nor an experiment folder "
             "(experiment.json or run folders inside)"

@@ -27,3 +27,14 @@ class WeightsError(ModelError):
 
 class BundleError(TransferlabError):
     """A model bundle or checkpoint that is missing or damaged."""
+
+
+class RunsFailed(TransferlabError):
+    """Runs of an experiment failed while the others finished (they are in the leaderboard).
+
+    The exit code is 2 if every failure was an error the user can fix, 1 if one crashed.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

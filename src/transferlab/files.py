@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"\..+\.tmp\d+")
 
 
 def replace_when_done(out: Path, write: Callable[[Path], object]) -> None:
@@ -17,3 +20,9 @@ def replace_when_done(out: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`replace_when_done` (left behind only
+    by a process killed while writing)."""
+    return _TEMPORARY.fullmatch(name) is not None

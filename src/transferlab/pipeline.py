@@ -46,23 +46,6 @@ from transferlab.models.registry import (
 
 logger = logging.getLogger(__name__)
 
-# What a run folder may hold (compare clears interrupted run folders that hold nothing else).
-RUN_FILES = frozenset(
-    {
-        "config.yaml",
-        "split.csv",
-        "history.csv",
-        "batches.csv",
-        "checkpoints",
-        "model",
-        "predictions.csv",
-        "metrics.json",
-        "report",
-        "report.html",
-        "inference.json",
-        "tensorboard",
-    }
-)
 # What a run killed before its first checkpoint leaves; removed when it is started again.
 UNSTARTED_FILES = ("config.yaml", "split.csv", "batches.csv", "history.csv", "checkpoints")
 
@@ -265,9 +248,12 @@ def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
     return _Plan(device, augment, phases)
 
 
-def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
+def train_run(
+    cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = (), write_report: bool = True
+) -> RunResult:
     """Train, evaluate and save a run into ``out``; nothing is written before the data,
-    the model and the training phases have been checked."""
+    the model and the training phases have been checked. ``write_report=False`` leaves
+    ``report.html`` to the caller (compare writes it once the speed is measured)."""
     restart = _check_out_dir(out)
     cfg = resolve_config(cfg)
     setup = _setup(cfg)
@@ -279,10 +265,12 @@ def train_run(cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = ()) -> 
     replace_when_done(
         out / "split.csv", lambda tmp: write_split_csv(setup.split, tmp, data_root(cfg))
     )
-    return _fit_and_finish(cfg, setup, plan, out, callbacks, None)
+    return _fit_and_finish(cfg, setup, plan, out, callbacks, None, write_report)
 
 
-def resume_run(run_dir: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
+def resume_run(
+    run_dir: Path, callbacks: Sequence[Callback] = (), write_report: bool = True
+) -> RunResult:
     """Continue an interrupted run from ``checkpoints/last.pt``, on the run's own split."""
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); check --resume")
@@ -302,7 +290,7 @@ def resume_run(run_dir: Path, callbacks: Sequence[Callback] = ()) -> RunResult:
     plan = _plan(cfg, setup.model)
     checkpoint = load_checkpoint(last)
     logger.info("resuming %s after epoch %d", run_dir, int(checkpoint["epoch"]))
-    return _fit_and_finish(cfg, setup, plan, run_dir, callbacks, checkpoint)
+    return _fit_and_finish(cfg, setup, plan, run_dir, callbacks, checkpoint, write_report)
 
 
 def _fit_and_finish(
@@ -312,6 +300,7 @@ def _fit_and_finish(
     out: Path,
     callbacks: Sequence[Callback],
     resume: dict[str, Any] | None,
+    write_report: bool,
 ) -> RunResult:
     sets, prep, model, class_names = setup.sets, setup.prep, setup.model, setup.split.classes
     logger.info(
@@ -387,7 +376,8 @@ def _fit_and_finish(
     # and whole or not at all.
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     replace_when_done(out / "metrics.json", lambda tmp: tmp.write_text(text, "utf-8"))
-    _write_report(out)
+    if write_report:
+        _write_report(out)
     return RunResult(out, metrics)
 
 

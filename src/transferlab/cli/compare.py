@@ -18,6 +18,7 @@ COMPARE_EXAMPLES = """
   transferlab compare exp.yaml --out runs/exp --baseline-run tf_efficientnet_lite0
   transferlab compare exp.yaml --out runs/exp --data /data/ahe/train --logger mlflow
   transferlab compare exp.yaml --out runs/exp --dry-run
+  transferlab compare exp.yaml --out runs/exp --fail-fast
 
 [bold]Experiment file[/bold]
 
@@ -32,7 +33,9 @@ COMPARE_EXAMPLES = """
     - {name: scratch, train.strategy: scratch}
   baseline: ../baselines/ahe-paper-resnet.yaml   # optional per-class F1 to beat
 
-Re-running the same command skips finished runs and resumes interrupted ones.
+Re-running the same command skips finished runs and resumes interrupted ones. A run that
+fails is marked FAILED in the leaderboard while the others go on (--fail-fast stops);
+the exit code is then 2 (1 if a run crashed).
 """
 
 
@@ -65,6 +68,12 @@ def compare(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate the file and list the runs; train none.")
     ] = False,
+    fail_fast: Annotated[
+        bool,
+        typer.Option(
+            "--fail-fast", help="Stop at the first run that fails (default: record it, go on)."
+        ),
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -79,6 +88,7 @@ def compare(
             run_experiment,
         )
         from transferlab.engine import Callback
+        from transferlab.errors import RunsFailed
         from transferlab.progress import EpochLogger, ProgressBar
         from transferlab.trackers import check_loggers, make_loggers
 
@@ -89,6 +99,8 @@ def compare(
             for run in runs:
                 state = "finished" if (out_dir / run.name / "metrics.json").is_file() else "to run"
                 out.print(f"{run.name}\tseed {run.seed}\t{state}", highlight=False)
+            for cell in exp.invalid:
+                out.print(f"{cell.name}\t-\twill fail: {cell.error}", highlight=False)
             err.print(f"{len(runs)} runs; nothing trained (--dry-run)")
             return
         names = check_loggers(list(logger or []))
@@ -99,13 +111,21 @@ def compare(
                 cbs.append(ProgressBar(err))
             return [*cbs, *make_loggers(names, run_dir)]
 
-        result = run_experiment(exp, out_dir, callbacks)
-        if result.leaderboard is not None:
-            if not quiet:
-                text = result.leaderboard.read_text(encoding="utf-8")
-                out.print(text, highlight=False, markup=False, soft_wrap=True)
-            err.print(
-                f"{len(result.trained)} trained ({len(result.resumed)} resumed), "
-                f"{len(result.skipped)} already finished; "
-                f"leaderboard in {out_dir / 'leaderboard.md'} (.csv, .html)"
+        result = run_experiment(exp, out_dir, callbacks, fail_fast=fail_fast)
+        if result.leaderboard is not None and not quiet:
+            text = result.leaderboard.read_text(encoding="utf-8")
+            out.print(text, highlight=False, markup=False, soft_wrap=True)
+        err.print(
+            f"{len(result.trained)} trained ({len(result.resumed)} resumed), "
+            f"{len(result.skipped)} already finished, {len(result.failed)} failed",
+            highlight=False,
+        )
+        if result.failed:
+            first = result.failed[0]
+            failed = ", ".join(f.run for f in result.failed)
+            raise RunsFailed(
+                f"{len(result.failed)} of {len(result.runs) + len(exp.invalid)} runs failed "
+                f"({failed}); {first.run}: {first.error}; fix it and run the same command "
+                "again (finished runs are kept)",
+                1 if any(f.exit_code != 2 for f in result.failed) else 2,
             )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from transferlab.cli._common import Debug, Quiet, app, err, guard, setup_logging
+from transferlab.cli._common import Debug, Quiet, app, guard, setup_logging
 
 REPORT_EXAMPLES = """
 [bold]Examples[/bold]
@@ -54,12 +54,11 @@ def report(
         from transferlab.report import write_run_report
 
         options = {"window": window, "top_k": top_k, "bins": bins}
+        # The library logs what it writes ("report written to ...", "leaderboard written
+        # to ..."); the command adds no second line.
         if (path / "metrics.json").is_file():
             if baseline is not None or baseline_run is not None:
                 raise ConfigError("--baseline and --baseline-run are for experiment folders")
-            written = write_run_report(path, **options)
+            write_run_report(path, **options)
         else:
-            written = report_experiment(path, baseline, baseline_run, speed, **options)
-            written = written.with_suffix(".html")
-        if not quiet:
-            err.print(f"report written to [bold]{written}[/bold]")
+            report_experiment(path, baseline, baseline_run, speed, **options)

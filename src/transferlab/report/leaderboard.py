@@ -1,5 +1,6 @@
 """An experiment's leaderboard (``leaderboard.md``, ``.csv``, ``.html``, ``.json``) and the
 per-class F1 table against a baseline, built from finished run folders without training.
+Runs that failed (``RUN/failed.json``) are listed as FAILED with their error.
 
 Loading (files) is kept apart from summarising and rendering (pure functions over the
 :class:`CellSummary` rows), so the tables can be tested on hand-made numbers.
@@ -22,6 +23,7 @@ import numpy as np
 import yaml
 
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.files import replace_when_done
 from transferlab.report import html, plots
 from transferlab.report.comparison import (
     DECIMALS,
@@ -36,6 +38,7 @@ from transferlab.report.comparison import (
 logger = logging.getLogger(__name__)
 
 PLAN_FILE = "experiment.json"
+FAILED_FILE = "failed.json"  # in a run folder: the run failed, and why
 
 
 @dataclass
@@ -76,6 +79,41 @@ class CellSummary:
     @property
     def seeds(self) -> int:
         return len(self.runs)
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that failed: a leaderboard row marked FAILED, and its one-line error."""
+
+    name: str
+    error: str
+    model: str = "?"
+    strategy: str = "?"
+    exit_code: int = 2
+
+
+def write_failure(
+    run_dir: Path, error: str, exit_code: int = 2, model: str = "?", strategy: str = "?"
+) -> None:
+    """Record in ``run_dir`` that its run failed (the run folder is made if need be)."""
+    failure = FailedRun(run_dir.name, error, model, strategy, exit_code)
+    text = json.dumps(asdict(failure), indent=2, ensure_ascii=False)
+    replace_when_done(run_dir / FAILED_FILE, lambda tmp: tmp.write_text(text, "utf-8"))
+
+
+def read_failure(run_dir: Path) -> FailedRun | None:
+    """The failure recorded in ``run_dir``; None if there is none (or it finished since)."""
+    file = run_dir / FAILED_FILE
+    if not file.is_file() or (run_dir / "metrics.json").is_file():
+        return None
+    raw = json.loads(file.read_text(encoding="utf-8"))
+    return FailedRun(
+        run_dir.name,
+        str(raw.get("error", "?")),
+        str(raw.get("model", "?")),
+        str(raw.get("strategy", "?")),
+        int(raw.get("exit_code", 2)),
+    )
 
 
 @dataclass(frozen=True)
@@ -251,6 +289,10 @@ def _millions(n: int | None) -> str:
 def _seconds(s: float | None) -> str:
     if s is None:
         return "–"
+    if s < 0.1:
+        return "<0.1 s"
+    if s < 10:
+        return f"{s:.1f} s"
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
@@ -275,7 +317,20 @@ def ranked(cells: Sequence[CellSummary]) -> list[CellSummary]:
     return sorted(cells, key=lambda c: (-c.macro_f1, -c.accuracy, c.name))
 
 
-def leaderboard_rows(cells: Sequence[CellSummary]) -> list[list[str]]:
+FAILED = "FAILED"
+
+
+def failed_row(run: FailedRun) -> list[str]:
+    """A failed run's row: FAILED where its scores would be."""
+    row = ["–", run.name, run.model, run.strategy] + ["–"] * (len(LEADER_HEADER) - 4)
+    row[LEADER_HEADER.index("accuracy")] = row[LEADER_HEADER.index("macro-F1")] = FAILED
+    return row
+
+
+def leaderboard_rows(
+    cells: Sequence[CellSummary], failed: Sequence[FailedRun] = ()
+) -> list[list[str]]:
+    """Ranked rows of the finished runs, then a FAILED row per failed run."""
     rows = []
     for rank, c in enumerate(ranked(cells), start=1):
         epochs = "–" if c.epochs is None else f"{c.epochs:g}"
@@ -295,7 +350,7 @@ def leaderboard_rows(cells: Sequence[CellSummary]) -> list[list[str]]:
                 epochs,
             ]
         )
-    return rows
+    return rows + [failed_row(f) for f in failed]
 
 
 def per_class_rows(
@@ -375,6 +430,7 @@ class Board:
     f1_rows: list[F1Row]
     notes: list[str] = field(default_factory=list)
     axes: dict[str, list[Any]] = field(default_factory=dict)
+    failed: list[FailedRun] = field(default_factory=list)
 
 
 def _f1_legend(board: Board) -> str:
@@ -393,20 +449,21 @@ def _f1_legend(board: Board) -> str:
 
 def render_markdown(board: Board) -> str:
     f1_text, f1_bold = f1_cells(board.f1_rows, board.classes)
+    rows = leaderboard_rows(board.cells, board.failed)
     out = [f"# {board.title}", ""]
     out += [f"- {n}" for n in board.notes] + [""]
-    out += ["## Leaderboard", "", _md_table(LEADER_HEADER, leaderboard_rows(board.cells)), ""]
+    out += ["## Leaderboard", "", _md_table(LEADER_HEADER, rows), ""]
     out += [
         "Mean ± std over seeds where a run has several; 95% CIs are percentile bootstrap "
         "intervals over the evaluated images. Ranked by macro-F1.",
         "",
-        "## Per-class F1",
-        "",
-        _md_table(f1_header(board.classes), f1_text, f1_bold),
-        "",
-        _f1_legend(board),
-        "",
     ]
+    if board.failed:
+        out += ["## Failed runs", ""]
+        out += [f"- **{f.name}**: {f.error}" for f in board.failed] + [""]
+    if board.cells:
+        out += ["## Per-class F1", "", _md_table(f1_header(board.classes), f1_text, f1_bold)]
+        out += ["", _f1_legend(board), ""]
     return "\n".join(out)
 
 
@@ -433,6 +490,8 @@ CSV_FIELDS = [
     "losses",
     "classes_beaten",
     "spread",
+    "status",
+    "error",
 ]
 
 
@@ -476,6 +535,18 @@ def render_csv(board: Board) -> str:
                 **{f"f1_{k}": round(v, 6) for k, v in c.f1.items()},
                 "runs": " ".join(c.runs),
                 "settings": json.dumps(c.settings, default=str) if c.settings else "",
+                "status": "finished",
+            }
+        )
+    for f in board.failed:
+        writer.writerow(
+            {
+                "run": f.name,
+                "model": f.model,
+                "strategy": f.strategy,
+                "status": "failed",
+                "error": f.error,
+                "runs": f.name,
             }
         )
     for r in board.f1_rows:
@@ -492,12 +563,14 @@ def render_csv(board: Board) -> str:
 
 def render_html(board: Board, chart: bytes | None = None) -> str:
     cells = ranked(board.cells)
-    rows = leaderboard_rows(board.cells)
-    links = [c.link for c in cells]
+    rows = leaderboard_rows(board.cells, board.failed)
+    links = [c.link for c in cells] + [None] * len(board.failed)
     notes = "".join(f"<li>{escape(n)}</li>" for n in board.notes)
+    failed = "".join(f"<li><b>{escape(f.name)}</b>: {escape(f.error)}</li>" for f in board.failed)
     lead = (
         f"<ul class='note'>{notes}</ul>"
         + html.table(LEADER_HEADER, rows, hrefs=links, link_col=1)
+        + (f"<p>Failed runs:</p><ul class='note'>{failed}</ul>" if failed else "")
         + html.note(
             "Mean ± std over seeds where a run has several; 95% CIs are percentile bootstrap "
             "intervals over the evaluated images. Run names link to each run's report."
@@ -510,10 +583,9 @@ def render_html(board: Board, chart: bytes | None = None) -> str:
     per_class = html.table(f1_header(board.classes), f1_text, f1_bold, classes_) + html.note(
         escape(_f1_legend(board)).replace("**bold**", "<b>bold</b>")
     )
-    sections = [
-        html.Section("leaderboard", "Leaderboard", lead),
-        html.Section("per-class-f1", "Per-class F1", per_class),
-    ]
+    sections = [html.Section("leaderboard", "Leaderboard", lead)]
+    if board.cells:
+        sections.append(html.Section("per-class-f1", "Per-class F1", per_class))
     if board.axes:
         axis_rows = [[k, ", ".join(map(str, v))] for k, v in board.axes.items()]
         sections.append(
@@ -536,12 +608,16 @@ def _read_run(run_dir: Path) -> RunData | None:
 
 def _cells_on_disk(out: Path) -> tuple[list[tuple[str, list[str], dict[str, Any]]], dict[str, Any]]:
     """(cell name, run folder names, settings) from ``experiment.json``, else every finished
-    run folder directly under ``out`` as its own cell."""
+    or failed run folder directly under ``out`` as its own cell."""
     plan_file = out / PLAN_FILE
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text(encoding="utf-8"))
         return [(c["name"], c["runs"], c.get("settings", {})) for c in plan["cells"]], plan
-    found = sorted(p.name for p in out.iterdir() if (p / "metrics.json").is_file())
+    found = sorted(
+        p.name
+        for p in out.iterdir()
+        if (p / "metrics.json").is_file() or (p / FAILED_FILE).is_file()
+    )
     return [(n, [n], {}) for n in found], {}
 
 
@@ -551,9 +627,13 @@ def build_board(
     cells_meta, plan = _cells_on_disk(out)
     cells: list[CellSummary] = []
     missing: list[str] = []
+    failed: list[FailedRun] = []
     for name, run_names, settings in cells_meta:
         runs = [r for r in (_read_run(out / n) for n in run_names) if r is not None]
-        missing += [n for n in run_names if not (out / n / "metrics.json").is_file()]
+        failures = [f for f in (read_failure(out / n) for n in run_names) if f is not None]
+        failed += failures
+        done = {r.name for r in runs} | {f.name for f in failures}
+        missing += [n for n in run_names if n not in done]
         if runs:
             link = (
                 f"{runs[0].name}/report.html"
@@ -561,18 +641,18 @@ def build_board(
                 else None
             )
             cells.append(summarise_cell(name, runs, settings, link))
-    if not cells:
+    if not cells and not failed:
         raise TransferlabError(
             f"{out} holds no finished runs (no */metrics.json); run compare first"
         )
-    classes = list(cells[0].f1)
+    classes = list(cells[0].f1) if cells else []
     for c in cells:
         if set(c.f1) != set(classes):
             raise TransferlabError(
                 f"run '{c.name}' has other classes than '{cells[0].name}'; runs in one "
                 "leaderboard must be trained on the same data"
             )
-    notes = _notes(out, plan, cells, missing)
+    notes = _notes(out, plan, cells, missing, failed)
     axes: dict[str, list[Any]] = {}
     for c in cells:
         for k, v in c.settings.items():
@@ -580,16 +660,17 @@ def build_board(
             if v not in axes[k]:
                 axes[k].append(v)
     title = f"Experiment: {plan.get('name', out.resolve().name)}"
-    rows = per_class_rows(cells, classes, baseline, baseline_run)
-    return Board(title, cells, classes, rows, notes, axes)
+    rows = per_class_rows(cells, classes, baseline, baseline_run) if cells else []
+    return Board(title, cells, classes, rows, notes, axes, failed)
 
 
 def _notes(
-    out: Path, plan: Mapping[str, Any], cells: Sequence[CellSummary], missing: Sequence[str]
+    out: Path,
+    plan: Mapping[str, Any],
+    cells: Sequence[CellSummary],
+    missing: Sequence[str],
+    failed: Sequence[FailedRun],
 ) -> list[str]:
-    first = _read_run(out / cells[0].runs[0])
-    assert first is not None
-    m = first.metrics
     notes = []
     if plan.get("dataset"):
         notes.append(f"dataset: {plan['dataset']}")
@@ -599,11 +680,17 @@ def _notes(
         split = "the identical split (split.csv)"
     else:
         split = "each run's own split"
-    notes.append(
-        f"{sum(c.seeds for c in cells)} runs in {len(cells)} configuration"
-        f"{'s' if len(cells) > 1 else ''} on {split}; "
-        f"evaluated on the {m.get('split', '?')} split ({m.get('num_images', '?')} images)"
-    )
+    if cells:
+        first = _read_run(out / cells[0].runs[0])
+        assert first is not None
+        m = first.metrics
+        notes.append(
+            f"{sum(c.seeds for c in cells)} runs in {len(cells)} configuration"
+            f"{'s' if len(cells) > 1 else ''} on {split}; "
+            f"evaluated on the {m.get('split', '?')} split ({m.get('num_images', '?')} images)"
+        )
+    if failed:
+        notes.append(f"failed: {', '.join(f.name for f in failed)} (see Failed runs)")
     if missing:
         notes.append(f"not finished (left out): {', '.join(missing)}")
     return notes
@@ -638,23 +725,37 @@ def write_leaderboard(
         baseline, plan_run = None, baseline_run
     board = build_board(out, baseline, plan_run)
     ordered = ranked(board.cells)
-    chart = plots.leaderboard_chart(
-        [c.name for c in ordered], [c.macro_f1 for c in ordered], [c.macro_f1_ci for c in ordered]
-    )
-    (out / "leaderboard.md").write_text(render_markdown(board), encoding="utf-8")
-    (out / "leaderboard.csv").write_text(render_csv(board), encoding="utf-8")
-    (out / "leaderboard.html").write_text(render_html(board, chart), encoding="utf-8")
-    (out / "leaderboard.png").write_bytes(chart)
+    chart = None
+    if ordered:
+        chart = plots.leaderboard_chart(
+            [c.name for c in ordered],
+            [c.macro_f1 for c in ordered],
+            [c.macro_f1_ci for c in ordered],
+        )
+        _write_bytes(out / "leaderboard.png", chart)
     payload = {
         "title": board.title,
         "notes": board.notes,
         "classes": board.classes,
         "runs": [asdict(c) for c in ordered],
+        "failed": [asdict(f) for f in board.failed],
         "per_class_f1": [
             {**asdict(r), "net": r.net, "spread": r.spread, "beaten": format_beaten(r.net)}
             for r in board.f1_rows
         ],
     }
-    (out / "leaderboard.json").write_text(json.dumps(payload, indent=2, default=str), "utf-8")
-    logger.info("leaderboard written to %s", out / "leaderboard.md")
+    # Each file whole or not at all: a reader never sees half a leaderboard.
+    _write_text(out / "leaderboard.md", render_markdown(board))
+    _write_text(out / "leaderboard.csv", render_csv(board))
+    _write_text(out / "leaderboard.html", render_html(board, chart))
+    _write_text(out / "leaderboard.json", json.dumps(payload, indent=2, default=str))
+    logger.info("leaderboard written to %s (.csv, .html, .json)", out / "leaderboard.md")
     return out / "leaderboard.md"
+
+
+def _write_text(path: Path, text: str) -> None:
+    replace_when_done(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    replace_when_done(path, lambda tmp: tmp.write_bytes(data))
