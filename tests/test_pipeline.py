@@ -24,7 +24,8 @@ from transferlab.data.transforms import Preprocessing
 from transferlab.engine import Callback
 from transferlab.errors import ConfigError
 from transferlab.models.registry import resolve_preprocessing
-from transferlab.pipeline import prepare_split, resolve_config, resume_run, train_run
+from transferlab.pipeline import resume_run, train_run
+from transferlab.setup import prepare_split, resolve_config
 
 FAST = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8"]
 CPU = ["--device", "cpu", "--seed", "0"]

@@ -42,7 +42,7 @@ from transferlab.engine import Callback
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import is_temporary, replace_when_done
 from transferlab.models.registry import resolve_preprocessing
-from transferlab.pipeline import RunResult, resolve_config, resume_run, train_run
+from transferlab.pipeline import RunResult, resume_run, train_run
 from transferlab.report.leaderboard import (
     FAILED_FILE,
     PLAN_FILE,
@@ -52,6 +52,7 @@ from transferlab.report.leaderboard import (
 )
 from transferlab.report.run_report import REPORT_HTML, write_run_report
 from transferlab.report.speed import measure_inference
+from transferlab.setup import resolve_config
 from transferlab.trackers import finish_run
 
 logger = logging.getLogger(__name__)
