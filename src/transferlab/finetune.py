@@ -9,6 +9,9 @@ Strategies map to phases:
 - ``full``: pretrained init, everything trains (backbone LR = lr x backbone_lr_mult).
 - ``two-stage``: ``head`` warm-up with the backbone frozen, then ``finetune`` of all
   (or the top N groups) at the lower backbone LR.
+
+With ``train.layer_decay`` every phase that trains the backbone gives each layer group
+(``models.groups``) the backbone LR times ``layer_decay ** depth`` below the head.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from transferlab.config import TrainConfig
+from transferlab.models.groups import body_groups, trainable_for_top_n
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,6 @@ def apply_phase(model: nn.Module, phase: Phase) -> None:
     """Set ``requires_grad`` for ``phase``. The head always trains."""
     head_ids = {id(p) for p in classifier(model).parameters()}
     if phase.trainable == "top-n":
-        from transferlab.models.groups import trainable_for_top_n
-
         names = trainable_for_top_n(model, phase.groups or 0)
     else:
         names = {n for n, _ in model.named_parameters()} if phase.trainable == "all" else set()
@@ -138,8 +141,6 @@ def trainable_count(model: nn.Module) -> int:
 def _decayed_ids(model: nn.Module, weight_decay: float) -> set[int]:
     """Parameters that get weight decay, by timm's rule: not biases, norms or other 1-D
     tensors, nor what the model lists in ``no_weight_decay()`` (e.g. position embeddings)."""
-    from timm.optim import param_groups_weight_decay
-
     skip = getattr(model, "no_weight_decay", None)
     groups = param_groups_weight_decay(
         model, weight_decay, no_weight_decay_list=skip() if callable(skip) else ()
@@ -154,8 +155,6 @@ def _layer_scales(model: nn.Module, layer_decay: float) -> dict[str, tuple[int, 
     grouping and without a separate head LR; here the groups are
     :func:`~transferlab.models.groups.layer_groups` (the ones ``--trainable-groups`` counts).
     """
-    from transferlab.models.groups import body_groups
-
     body = body_groups(model)  # the head's group comes after these, with scale 1
     return {name: (i, layer_decay ** (len(body) - i)) for i, g in enumerate(body) for name in g}
 
