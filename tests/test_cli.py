@@ -325,7 +325,7 @@ def test_predict_reports_unreadable_images_and_still_predicts_the_rest(
     run: Run, dataset: Dataset
 ) -> None:
     code, out, err = invoke("predict", run.path, dataset.root / "altar")
-    assert code == 1
+    assert code == 3  # some files unreadable (predict --help, exit codes)
     assert len(out.strip().splitlines()) == 8
     for name in dataset.bad[:3]:  # notes.txt is not an image and is not picked up
         assert name in err

@@ -57,12 +57,20 @@ def test_cli_json_says_backend_and_tta_and_flags_unreadable_files(
     broken = truncated_jpeg(tmp_path / "broken.jpg")
     good = held_out_photos("dome(outer)", 1)[0]
     code, out, _ = invoke("predict", run, good, broken, "--tta", "flip", "--json", "-k", "2")
-    assert code == 1  # one file could not be read
+    assert code == 3  # one file could not be read: not 1, which is a crash
     doc = json.loads(out)
     assert doc["backend"] == "torch" and doc["tta"] == "flip"
     first, second = doc["predictions"]
     assert first["label"] == "dome(outer)" and len(first["top_k"]) == 2
     assert "corrupt or truncated" in second["error"]
+
+
+def test_help_documents_the_exit_codes() -> None:
+    code, out, _ = invoke("predict", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "Exit codes" in text
+    assert "3: some files could not be read" in text
 
 
 def test_cli_rejects_unknown_tta_and_backend_in_one_line(run: Path) -> None:

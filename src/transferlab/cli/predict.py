@@ -18,7 +18,16 @@ PREDICT_EXAMPLES = """
   transferlab predict runs/demo photos/ --tta ten-crop
   transferlab predict runs/demo photos/ --backend onnx
   transferlab predict model.onnx photos/
+
+[bold]Exit codes[/bold]
+
+  0: every file was classified
+  2: bad input (an option, the model or a folder), with a one-line error
+  3: some files could not be read; the others were classified and printed
+  1: an unexpected crash (rerun with --debug)
 """
+# Distinct from 1 (a crash) and 2 (bad input): a batch that was partly classified.
+EXIT_UNREADABLE = 3
 
 ModelArgument = Annotated[
     Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
@@ -88,4 +97,4 @@ def predict(
                 # Plain write: rich would expand the tab that scripts split on.
                 out.file.write(f"{r.path}\t{ranked}\n")
         if any(r.error for r in results):
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_UNREADABLE)
