@@ -74,6 +74,8 @@ def serve(
             raise ConfigError("--max-batch and --top-k must be >= 1, --batch-window-ms >= 0")
         if not 0 <= port <= 65535:
             raise ConfigError(f"--port {port} is not a TCP port (0-65535)")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads {threads}: give at least 1, or leave it out")
         runner = load_backend(model, backend, threads)
         config = ServeConfig(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
