@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from trained_model import CLASSES, held_out_photos, trained_run
+from transferlab.backends import load_backend
 from transferlab.cli import app
+from transferlab.stream import StreamOptions, run_stream
 
 SIZE = (160, 120)  # width, height
 PER_PHOTO = 12  # frames each photo is shown for
@@ -123,3 +126,34 @@ def test_bad_sources_and_no_display_are_one_line_errors(run: Path, tmp_path: Pat
     video = make_video(tmp_path / "v.mp4")
     assert "pass --output" in err("--source", str(video))  # headless OpenCV: no window
     assert "use one of" in err("--source", str(video), "--output", str(tmp_path / "o.gif"))
+
+
+def test_the_output_may_not_be_the_source_however_it_is_spelled(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = make_video(tmp_path / "v.mp4")
+    before = video.read_bytes()
+    (tmp_path / "sub").mkdir()
+    os.link(video, tmp_path / "same file.mp4")
+    monkeypatch.chdir(tmp_path)
+    for output in ("v.mp4", str(video), "sub/../v.mp4", "same file.mp4"):
+        result = CliRunner().invoke(
+            app, ["stream", str(run), "--source", "v.mp4", "--output", output]
+        )
+        assert result.exit_code == 2, (output, result.stdout)
+        assert result.stderr.startswith(f"error: --output {output} is the --source video")
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert video.read_bytes() == before
+
+
+def test_an_existing_output_is_replaced_only_by_a_whole_video(run: Path, tmp_path: Path) -> None:
+    source = make_video(tmp_path / "walk.mp4")
+    out = tmp_path / "annotated.mp4"
+    out.write_bytes(b"yesterday's video")
+    seen: list[bytes] = []
+    options = StreamOptions(output=out, max_frames=5)
+    backend = load_backend(run)
+    stats = run_stream(backend, str(source), options, lambda _: seen.append(out.read_bytes()))
+    assert len(seen) == 5 and set(seen) == {b"yesterday's video"}  # untouched while writing
+    assert stats.output == str(out) and len(read_frames(out)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "walk.mp4"]

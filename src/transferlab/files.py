@@ -7,14 +7,15 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-_TEMPORARY = re.compile(r"\..+\.tmp\d+")
+_TEMPORARY = re.compile(r"\..*\.tmp\d+(\.[^.]*)?")
 
 
 def replace_when_done(out: Path, write: Callable[[Path], object]) -> None:
     """Let ``write`` fill a temporary name beside ``out``; rename it to ``out`` only if it
     succeeds. Readers see the old file or the new one, never a partial one."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    # The suffix stays last: writers that pick a format by it (OpenCV's video) still can.
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
     try:
         write(tmp)
         os.replace(tmp, out)

@@ -3,11 +3,14 @@
 Every ``every``-th frame is classified (the probabilities optionally averaged over the
 last ``smooth`` classified frames); every frame gets the current top label and its
 probability drawn in an opaque band at the top, and goes to a video file or a window.
+The video file is written beside its name and renamed when the stream ends, so an
+existing file there is only ever replaced by a whole video, and never the one being read.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from PIL import Image
 from transferlab.backends import Backend
 from transferlab.data.transforms import to_base
 from transferlab.errors import ConfigError, DatasetError
+from transferlab.files import replace_when_done
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +71,32 @@ class StreamStats:
         return {**asdict(self), "fps": round(self.fps, 2)}
 
 
+def is_file_source(source: str) -> bool:
+    """A video file, not a webcam index or a URL."""
+    return not source.isdigit() and "://" not in source
+
+
+def check_output(source: str, output: Path) -> None:
+    """Refuse an ``output`` that is the ``source`` file under another spelling (or a hard
+    link to it): writing the annotated video would destroy the video being read."""
+    if not is_file_source(source):
+        return
+    src = Path(source)
+    same = src.resolve() == output.resolve()
+    if not same and src.exists() and output.exists():
+        same = os.path.samefile(src, output)
+    if same:
+        raise ConfigError(
+            f"--output {output} is the --source video; write the annotated video to another file"
+        )
+
+
 def open_source(source: str) -> Any:
     """A ``cv2.VideoCapture`` for a webcam index ("0"), a file or a URL."""
     import cv2
 
     is_camera = source.isdigit()
-    if not is_camera and "://" not in source and not Path(source).exists():
+    if is_file_source(source) and not Path(source).exists():
         raise DatasetError(f"video source not found: {source}")
     capture = cv2.VideoCapture(int(source) if is_camera else source)
     if not capture.isOpened():
@@ -109,14 +133,15 @@ def classify_frame(backend: Backend, frame: np.ndarray, tta: str = "none") -> to
     return backend.predict(to_base(rgb, backend.preprocessing)[None], tta)[0]
 
 
-def _writer(path: Path, fps: float, size: tuple[int, int]) -> Any:
+def _writer(path: Path, fps: float, size: tuple[int, int], shown: Path) -> Any:
+    """A video writer into ``path``; errors name ``shown`` (the --output it becomes)."""
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fourcc = cv2.VideoWriter.fourcc(*FOURCC[path.suffix.lower()])
     writer = cv2.VideoWriter(str(path), fourcc, fps, size)
     if not writer.isOpened():
-        raise ConfigError(f"cannot write video {path}; try another extension (.mp4, .avi)")
+        raise ConfigError(f"cannot write video {shown}; try another extension (.mp4, .avi)")
     return writer
 
 
@@ -148,13 +173,40 @@ def run_stream(
 ) -> StreamStats:
     """Read ``source`` to the end (or ``max_frames``, or Ctrl-C); annotate every frame."""
     options.check()
+    output = options.output
+    if output is not None:
+        check_output(source, output)
     capture = open_source(source)
-    stats = StreamStats(source_fps=float(capture.get(5) or 0.0))  # 5: CAP_PROP_FPS
+    try:
+        stats = StreamStats(source_fps=float(capture.get(5) or 0.0))  # 5: CAP_PROP_FPS
+        if output is None:
+            _open_window()
+            _annotate_all(backend, source, capture, options, stats, None, on_frame)
+        else:
+            replace_when_done(
+                output,
+                lambda tmp: _annotate_all(backend, source, capture, options, stats, tmp, on_frame),
+            )
+            stats.output = str(output)
+    finally:
+        capture.release()
+    return stats
+
+
+def _annotate_all(
+    backend: Backend,
+    source: str,
+    capture: Any,
+    options: StreamOptions,
+    stats: StreamStats,
+    video: Path | None,
+    on_frame: Callable[[StreamStats], None] | None,
+) -> None:
+    """Annotate frames into ``video`` (None: the window) until the stream ends; fails if
+    there was not one frame (so that no empty video replaces ``options.output``)."""
     recent: deque[torch.Tensor] = deque(maxlen=options.smooth)
     writer = None
     text, label = "", None
-    if options.output is None:
-        _open_window()
     started = time.perf_counter()
     try:
         while options.max_frames is None or stats.frames < options.max_frames:
@@ -171,24 +223,22 @@ def run_stream(
                     label = backend.class_names[best]
                     stats.label_changes.append({"frame": stats.frames, "label": label})
             annotate(frame, text)
-            if options.output is not None:
+            if video is not None:
                 if writer is None:
                     fps = stats.source_fps if 0 < stats.source_fps < 240 else 25.0
-                    writer = _writer(options.output, fps, (frame.shape[1], frame.shape[0]))
+                    size = (frame.shape[1], frame.shape[0])
+                    writer = _writer(video, fps, size, options.output or video)
                 writer.write(frame)
             elif not _show(frame):
                 break
             stats.frames += 1
             if on_frame is not None:
                 on_frame(stats)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # keep what was written
         logger.info("interrupted; closing the video")
     finally:
         stats.seconds = time.perf_counter() - started
-        capture.release()
         if writer is not None:
             writer.release()
-            stats.output = str(options.output)
     if stats.frames == 0:
         raise DatasetError(f"no frames could be read from {source}")
-    return stats
