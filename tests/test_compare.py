@@ -557,3 +557,35 @@ def test_a_crashed_run_is_recorded_and_fail_fast_raises_it(
     again = run_experiment(exp, tmp_path / "out", measure=False)  # fixed: a trains, b is kept
     assert (again.trained, again.skipped, again.failed) == (["a"], ["b"], [])
     assert "FAILED" not in read(tmp_path / "out" / "leaderboard.md")
+
+
+# ---------------------------------------------------------------- options out of range
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "{exp}", "--out", "{tmp}/o", "--repeats", "0"], "repeats must be a whole"),
+        (["compare", "{exp}", "--out", "{tmp}/o", "--repeats", "-2"], "repeats must be a whole"),
+        (["compare", "{exp}", "--out", "{tmp}/o", "--baseline", "{tmp}/no.yaml"], "not found"),
+        (["compare", "{exp}", "--out", "{tmp}/o", "--baseline-run", "x"], "baseline run 'x'"),
+        (["compare", "{exp}", "--out", "{tmp}/o", "--data", "{tmp}/nowhere"], "not found"),
+        (["compare", "{exp}", "--out", "{tmp}/o", "--logger", "nope"], "--logger 'nope'"),
+        (["compare", "{tmp}/none.yaml", "--out", "{tmp}/o"], "experiment file not found"),
+        (["compare", "{exp}", "--out", "{exp}"], "is a file; choose a folder"),
+        (["report", "{tmp}", "--window", "0"], "--window 0 is out of range"),
+        (["report", "{tmp}", "--window", "-5"], "--window -5 is out of range"),
+        (["report", "{tmp}", "--top-k", "-1"], "--top-k -1 is out of range"),
+        (["report", "{tmp}", "--bins", "0"], "--bins 0 is out of range"),
+        (["report", "{tmp}/nowhere"], "neither a run folder"),
+        (["report", "{exp}"], "neither a run folder"),
+    ],
+)
+def test_bad_options_of_compare_and_report_are_one_line(
+    tmp_path: Path, args: list[str], message: str, restore_transferlab_logging: None
+) -> None:
+    exp = _exp(tmp_path, "axes: {train.lr: [0.01]}\n")
+    result = CliRunner().invoke(app, [a.format(tmp=tmp_path, exp=exp) for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

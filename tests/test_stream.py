@@ -157,3 +157,28 @@ def test_an_existing_output_is_replaced_only_by_a_whole_video(run: Path, tmp_pat
     assert len(seen) == 5 and set(seen) == {b"yesterday's video"}  # untouched while writing
     assert stats.output == str(out) and len(read_frames(out)) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "walk.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--every", "0"], "--every and --smooth must be at least 1"),
+        (["--smooth", "-1"], "--every and --smooth must be at least 1"),
+        (["--max-frames", "0"], "--max-frames must be at least 1"),
+        (["--tta", "sideways"], "--tta 'sideways' is not one of"),
+        (["--backend", "tpu"], "--backend 'tpu' is not one of"),
+        (["--output", "{tmp}/o.gif"], "use one of .avi"),
+        (["--output", "{tmp}/folder.mp4"], "is a folder; give a video file name"),
+    ],
+)
+def test_bad_stream_options_are_one_line(
+    run: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    video = make_video(tmp_path / "v.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    output = ["--output", str(tmp_path / "o.mp4")]
+    given = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, ["stream", str(run), "--source", str(video), *output, *given])
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -597,6 +597,8 @@ def run_experiment(
     """
     check_baseline(exp)
     runs = plan_runs(exp)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
     out.mkdir(parents=True, exist_ok=True)
     _check_finished(runs, out)
     _write_plan(exp, out, runs)

@@ -46,6 +46,11 @@ class StreamOptions:
             raise ConfigError("--every and --smooth must be at least 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError("--max-frames must be at least 1")
+        if self.output is not None and self.output.is_dir():
+            raise ConfigError(
+                f"--output {self.output} is a folder; give a video file name, e.g. "
+                f"{self.output / 'annotated.mp4'}"
+            )
         if self.output is not None and self.output.suffix.lower() not in FOURCC:
             raise ConfigError(
                 f"--output {self.output}: use one of {', '.join(sorted(FOURCC))} as extension"

@@ -53,6 +53,14 @@ def report(
         from transferlab.errors import ConfigError
         from transferlab.report import write_run_report
 
+        # Checked before any run is timed or drawn (report_experiment times runs first).
+        for option, value, least in (
+            ("--window", window, 1),
+            ("--top-k", top_k, 0),
+            ("--bins", bins, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"{option} {value} is out of range; it must be >= {least}")
         options = {"window": window, "top_k": top_k, "bins": bins}
         # The library logs what it writes ("report written to ...", "leaderboard written
         # to ..."); the command adds no second line.
