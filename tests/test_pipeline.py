@@ -8,7 +8,7 @@ import csv
 import errno
 import json
 import logging
-import threading
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,20 +154,22 @@ def test_resolved_config_is_what_the_run_saves(
     assert resolve_config(resolved) == resolved
 
 
-def _decoding_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    names: list[str] = []
+def _decoding_processes(monkeypatch: pytest.MonkeyPatch, log: Path) -> Callable[[], list[int]]:
+    """From now on, every decode notes its process id in ``log`` (worker processes are
+    forked, so they decode with the noting function too)."""
     real = store._decode
 
     def decode(path: Path, prep: Preprocessing) -> Any:
-        names.append(threading.current_thread().name)
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
         return real(path, prep)
 
     monkeypatch.setattr(store, "_decode", decode)
-    return names
+    return lambda: [int(v) for v in log.read_text(encoding="utf-8").split()]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_num_workers_decodes_every_epoch_in_that_many_threads(
+def test_num_workers_decodes_every_epoch_in_worker_processes(
     class_folders: Callable[..., Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -185,14 +187,10 @@ def test_num_workers_decodes_every_epoch_in_that_many_threads(
     _, sets, _ = prepare_split(cfg, prep)
     assert {name: s.num_workers for name, s in sets.items()} == dict.fromkeys(sets, workers)
     assert not any(s.in_memory for s in sets.values())
-    names = _decoding_threads(monkeypatch)
+    pids = _decoding_processes(monkeypatch, tmp_path / "pids.log")
     train_run(cfg, tmp_path / "run")
-    per_epoch = [n for n in names if not n.startswith("transferlab-check")]
-    # One epoch: 6 train + 3 val images, then 3 test images for the final evaluation.
-    assert len(per_epoch) == 12 and len(names) == 12 + 12  # after checking each image once
-    names = per_epoch
-    if workers:
-        assert {n.rsplit("_", 1)[0] for n in names} == {"transferlab-decode"}
-        assert len(set(names)) <= workers
-    else:
-        assert set(names) == {threading.current_thread().name}
+    here = [p for p in pids() if p == os.getpid()]
+    elsewhere = [p for p in pids() if p != os.getpid()]
+    # Each image is checked once here; then one epoch decodes 6 train + 3 val images, and
+    # the final evaluation 3 test images: in worker processes when there are workers.
+    assert (len(here), len(elsewhere)) == ((12, 12) if workers else (24, 0))

@@ -1,25 +1,24 @@
 """Decode images once: a uint8 tensor store in memory, or a lazy dataset from disk.
 
-A lazy set is decoded again every epoch, in ``num_workers`` threads (``data.num_workers``;
-0: on the calling thread). Threads, not DataLoader worker processes: PIL releases the GIL
-while it decodes and resizes, so threads scale the same without starting and feeding
-processes every epoch (``benchmarks/bench_decode.py`` measures both).
+A lazy set is decoded again every epoch, by a torch ``DataLoader`` with ``num_workers``
+worker processes (``data.num_workers``; 0: in the calling process). Processes rather than
+threads: on small photos most of a decode is Python (opening, EXIF, conversions) that
+holds the GIL, and threads did not scale there while processes did
+(``benchmarks/bench_decode.py``; numbers in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from transferlab.data.discover import Sample
 from transferlab.data.images import ImageReadError, load_image
@@ -54,7 +53,7 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)
         self.prep = prep
         self.images = images  # (N, 3, base, base) uint8 when held in memory
-        # Threads that decode a lazy set's batches (data.num_workers); carried by the set
+        # Processes that decode a lazy set's batches (data.num_workers); carried by the set
         # so that every loop over it decodes in parallel without being told.
         self.num_workers = num_workers
 
@@ -97,13 +96,12 @@ def load_images(
 ) -> LoadResult:
     """Decode every image once (checking it), keeping them in memory if they fit the budget.
 
-    Unreadable files are dropped and returned in ``skipped`` with the reason. The check
-    uses ``num_workers`` threads (0: up to 8); a set left on disk keeps ``num_workers``
-    for its per-epoch decoding.
+    Unreadable files are dropped and returned in ``skipped`` with the reason. A set left
+    on disk decodes its batches in ``num_workers`` processes (see :func:`iterate_batches`).
     """
     base = prep.base_size
     keep = len(samples) * 3 * base * base <= memory_budget_mb * 1024 * 1024
-    workers = num_workers or min(8, os.cpu_count() or 1)
+    workers = min(8, os.cpu_count() or 1)
     good: list[Sample] = []
     arrays: list[np.ndarray] = []
     skipped: list[tuple[Path, str]] = []
@@ -136,45 +134,24 @@ def iterate_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(uint8 images, labels)`` batches in ``order`` (or shuffled, or as stored).
 
-    In-memory sets are sliced, not collated; sets on disk are decoded in ``num_workers``
-    threads (None: the set's own ``num_workers``).
+    In-memory sets are sliced, not collated; sets on disk are decoded by a ``DataLoader``
+    with ``num_workers`` worker processes (None: the set's own ``num_workers``).
     """
     n = len(data)
     if order is None:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if data.images is not None:
-        for idx in chunks:
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
             yield data.images[idx], data.targets[idx]
         return
-    workers = data.num_workers if num_workers is None else num_workers
-    if workers == 0:
-        for idx in chunks:
-            yield torch.stack([data[i][0] for i in idx.tolist()]), data.targets[idx]
-        return
-    yield from _decoded_in_threads(data, chunks, workers, batch_size)
-
-
-def _decoded_in_threads(
-    data: ImageSet, chunks: Sequence[torch.Tensor], workers: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of ``chunks``, decoded by a pool that stays a few batches ahead (enough
-    images queued for every thread twice) while the caller trains on the current one."""
-    ahead = max(2, math.ceil(2 * workers / batch_size))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferlab-decode")
-
-    def submit(idx: torch.Tensor) -> list[Future[tuple[torch.Tensor, int]]]:
-        return [pool.submit(data.__getitem__, i) for i in idx.tolist()]
-
-    try:
-        pending = deque(submit(idx) for idx in chunks[:ahead])
-        for k, idx in enumerate(chunks):
-            batch = pending.popleft()
-            if k + ahead < len(chunks):
-                pending.append(submit(chunks[k + ahead]))
-            yield torch.stack([f.result()[0] for f in batch]), data.targets[idx]
-    finally:  # also when the caller stops early: drop the queued decodes
-        pool.shutdown(wait=True, cancel_futures=True)
+    loader = DataLoader(
+        Subset(data, order.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=data.num_workers if num_workers is None else num_workers,
+    )
+    yield from loader
 
 
 def warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
@@ -194,7 +171,7 @@ def decode_all(
 ) -> tuple[ImageSet, list[tuple[Path, str]]]:
     """Decode ``samples`` once; unreadable files are returned (and warned about) as skipped.
 
-    ``num_workers``: decoding threads (see :func:`load_images`)."""
+    ``num_workers``: processes that decode a set left on disk each epoch."""
     class_to_idx = {c: i for i, c in enumerate(class_names)}
     loaded = load_images(samples, class_to_idx, prep, budget_mb, num_workers)
     if warn:
