@@ -507,6 +507,7 @@ def test_failed_runs_are_on_the_leaderboard_and_the_others_go_on(
     md = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "| 1 | good | convnet1 | full |" in md
     assert "| – | toodeep | convnet1 | top-n | FAILED | – | FAILED |" in md
+    assert "| – | nomodel | convnet9 | full | FAILED |" in md
     assert "- **badlr**: " in md and "train.lr: 'fast' is not a number" in md
     assert "--trainable-groups 99 is out of range" in md
     rows = {r["run"]: r for r in csv.DictReader(io.StringIO(read(out / "leaderboard.csv")))}

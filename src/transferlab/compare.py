@@ -575,12 +575,17 @@ def _failure(name: str, exc: Exception) -> Failure:
     return Failure(name, f"unexpected {exc.__class__.__name__}: {exc}", 1)
 
 
-def _record(out: Path, failure: Failure, planned: PlannedRun | None, fail_fast: bool) -> None:
-    model = planned.config.model.name if planned else "?"
-    strategy = planned.config.train.strategy if planned else "?"
+def _record(out: Path, failure: Failure, model: str, strategy: str, fail_fast: bool) -> None:
     write_failure(out / failure.run, failure.error, failure.exit_code, model, strategy)
     if not fail_fast:
         logger.warning("%s failed: %s; going on with the other runs", failure.run, failure.error)
+
+
+def _model_and_strategy(exp: Experiment, cell: Cell) -> tuple[str, str]:
+    """What an invalid cell asked for, as far as its settings and the base say."""
+    base = build_config(exp.base, {}, exp.dataset, f"{exp.path}: base")
+    model = cell.settings.get("model.name", base.model.name)
+    return str(model), str(cell.settings.get("train.strategy", base.train.strategy))
 
 
 def run_experiment(
@@ -607,7 +612,7 @@ def run_experiment(
         if fail_fast:
             raise ConfigError(str(cell.error))
         result.failed.append(Failure(cell.name, str(cell.error)))
-        _record(out, result.failed[-1], None, fail_fast)
+        _record(out, result.failed[-1], *_model_and_strategy(exp, cell), fail_fast)
     for i, run in enumerate(runs, start=1):
         run_dir = out / run.name
         if _is_finished(run_dir):
@@ -620,7 +625,8 @@ def run_experiment(
                 _, resumed = _train(f"[{i}/{len(runs)}]", run, config, run_dir, callbacks)
             except Exception as exc:  # recorded; the other runs go on
                 result.failed.append(_failure(run.name, exc))
-                _record(out, result.failed[-1], run, fail_fast)
+                model, strategy = run.config.model.name, run.config.train.strategy
+                _record(out, result.failed[-1], model, strategy, fail_fast)
                 if fail_fast:
                     raise
                 continue

@@ -100,7 +100,8 @@ def compare(
                 state = "finished" if (out_dir / run.name / "metrics.json").is_file() else "to run"
                 out.print(f"{run.name}\tseed {run.seed}\t{state}", highlight=False)
             for cell in exp.invalid:
-                out.print(f"{cell.name}\t-\twill fail: {cell.error}", highlight=False)
+                line = f"{cell.name}\t-\twill fail: {cell.error}"
+                out.print(line, highlight=False, markup=False, soft_wrap=True)
             err.print(f"{len(runs)} runs; nothing trained (--dry-run)")
             return
         names = check_loggers(list(logger or []))
