@@ -226,3 +226,24 @@ def test_lr_find_does_not_import_the_pipeline() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--strategy", "full"],
+        ["--strategy", "linear-probe", *MLP_ARGS],
+    ],
+    ids=["full", "mlp-head"],
+)
+def test_a_batch_of_one_where_batchnorm_trains_is_refused_before_anything_is_written(
+    class_folders: Callable[..., Path], tmp_path: Path, extra: list[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["--image-size", "32", "--epochs", "1", "--batch-size", "1", *extra]
+    proc = _cli("train", class_folders(4), "--out", out, *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "batch_size" in lines[0] and "BatchNorm" in lines[0], proc.stderr
+    assert "unexpected" not in proc.stderr
+    assert not (out / "config.yaml").exists()

@@ -134,6 +134,18 @@ def set_train_mode(model: nn.Module, phase: Phase) -> None:
             module.eval()
 
 
+def batchnorm_trains(model: nn.Module, phase: Phase) -> bool:
+    """Whether a BatchNorm layer updates its statistics in ``phase`` (its parameters must
+    already be set by :func:`apply_phase`): such a layer cannot train on a batch of one.
+    Every module's train/eval mode is put back as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    set_train_mode(model, phase)
+    trains = any(_is_norm(m) and m.training for m in model.modules())
+    for module, training in modes:
+        module.training = training
+    return trains
+
+
 def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -27,7 +27,13 @@ from transferlab.data.transforms import Preprocessing
 from transferlab.engine import Callback, fit, load_checkpoint, predict_logits, resolve_device
 from transferlab.errors import ConfigError
 from transferlab.files import replace_when_done
-from transferlab.finetune import Phase, apply_phase, default_augment, plan_phases
+from transferlab.finetune import (
+    Phase,
+    apply_phase,
+    batchnorm_trains,
+    default_augment,
+    plan_phases,
+)
 from transferlab.metrics import classification_report
 from transferlab.models.registry import count_parameters
 from transferlab.setup import RunSetup, data_root, resolve_config, setup_run
@@ -97,6 +103,11 @@ def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
     trainable = [p.requires_grad for p in model.parameters()]
     for phase in phases:
         apply_phase(model, phase)
+        if cfg.train.batch_size == 1 and batchnorm_trains(model, phase):
+            raise ConfigError(
+                f"train.batch_size 1 cannot train the model's BatchNorm layers (phase "
+                f"'{phase.name}'); use --batch-size 2 or more"
+            )
     for p, flag in zip(model.parameters(), trainable, strict=True):
         p.requires_grad_(flag)
     return _Plan(device, augment, phases)
