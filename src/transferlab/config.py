@@ -71,6 +71,9 @@ class DataConfig:
     # above it, images are decoded from disk each epoch.
     memory_cache_mb: int = 4096
     num_workers: int = 0
+    # Folder name -> display name (Tiny ImageNet words.txt, flowers cat_to_name.json, any
+    # JSON object or key<TAB>name lines); None: words.txt of Tiny ImageNet data, else folders.
+    class_names: str | None = None
 
 
 @dataclass(frozen=True)
