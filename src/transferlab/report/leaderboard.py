@@ -454,8 +454,9 @@ def render_markdown(board: Board) -> str:
     out += [f"- {n}" for n in board.notes] + [""]
     out += ["## Leaderboard", "", _md_table(LEADER_HEADER, rows), ""]
     out += [
-        "Mean ± std over seeds where a run has several; 95% CIs are percentile bootstrap "
-        "intervals over the evaluated images. Ranked by macro-F1.",
+        "Mean ± std over seeds where a run has several; 95% CIs are stratified percentile "
+        "bootstrap intervals over the evaluated images (resampled within each class). "
+        "Ranked by macro-F1.",
         "",
     ]
     if board.failed:
@@ -572,8 +573,9 @@ def render_html(board: Board, chart: bytes | None = None) -> str:
         + html.table(LEADER_HEADER, rows, hrefs=links, link_col=1)
         + (f"<p>Failed runs:</p><ul class='note'>{failed}</ul>" if failed else "")
         + html.note(
-            "Mean ± std over seeds where a run has several; 95% CIs are percentile bootstrap "
-            "intervals over the evaluated images. Run names link to each run's report."
+            "Mean ± std over seeds where a run has several; 95% CIs are stratified percentile "
+            "bootstrap intervals over the evaluated images (resampled within each class). "
+            "Run names link to each run's report."
         )
     )
     if chart:
