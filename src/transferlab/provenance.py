@@ -19,6 +19,8 @@ from typing import Any
 DIGEST_BYTES = 8
 META_KEY = "training_images"
 METHOD = f"sha256 of the file bytes, first {DIGEST_BYTES} bytes, concatenated, base64"
+PHASH_KEY = "training_phashes"
+PHASH_METHOD = "imagehash phash (64 bits, big-endian), concatenated, base64"
 
 
 def file_digest(path: Path) -> bytes:
@@ -29,9 +31,19 @@ def file_digest(path: Path) -> bytes:
     return h.digest()[:DIGEST_BYTES]
 
 
+def bytes_digest(data: bytes) -> bytes:
+    """:func:`file_digest` of a file's bytes already in memory."""
+    return hashlib.sha256(data).digest()[:DIGEST_BYTES]
+
+
 def encode_training_images(paths: Iterable[Path]) -> dict[str, Any]:
     """The metadata entry for a model trained on ``paths``."""
-    digests = sorted({file_digest(p) for p in paths})
+    return encode_digests(file_digest(p) for p in paths)
+
+
+def encode_digests(found: Iterable[bytes]) -> dict[str, Any]:
+    """The metadata entry for training images of these content digests."""
+    digests = sorted(set(found))
     return {
         "method": METHOD,
         "count": len(digests),
@@ -48,6 +60,29 @@ def decode_training_images(entry: Any) -> set[bytes] | None:
     except ValueError:
         return None
     return {raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES)}
+
+
+def encode_phashes(hashes: Iterable[int]) -> dict[str, Any]:
+    """The metadata entry of the training images' 64-bit perceptual hashes, so that
+    ``evaluate`` also recognises resized or re-encoded copies of them."""
+    unique = sorted(set(hashes))
+    raw = b"".join(h.to_bytes(8, "big") for h in unique)
+    return {
+        "method": PHASH_METHOD,
+        "count": len(unique),
+        "hashes": base64.b64encode(raw).decode("ascii"),
+    }
+
+
+def decode_phashes(entry: Any) -> list[int] | None:
+    """The hashes of an :func:`encode_phashes` entry; None when there is none."""
+    if not isinstance(entry, dict) or entry.get("method") != PHASH_METHOD:
+        return None
+    try:
+        raw = base64.b64decode(str(entry.get("hashes", "")), validate=True)
+    except ValueError:
+        return None
+    return [int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw) - 7, 8)]
 
 
 def count_known(paths: Iterable[Path], digests: set[bytes]) -> int:

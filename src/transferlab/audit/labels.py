@@ -1,0 +1,36 @@
+"""Likely label errors: out-of-fold probabilities of a linear probe on backbone features
+(scikit-learn), ranked by confident learning (cleanlab's ``find_label_issues``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from cleanlab.filter import find_label_issues
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+MAX_FOLDS = 5
+
+
+def folds_for(labels: np.ndarray) -> int:
+    """Cross-validation folds the smallest class allows (0: too small for any)."""
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    folds = min(MAX_FOLDS, smallest)
+    return folds if folds >= 2 else 0
+
+
+def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each image's class probabilities from a probe that never saw it; labels 0..K-1,
+    every class with at least 2 images (see :func:`folds_for`)."""
+    folds = folds_for(labels)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    probs: np.ndarray = cross_val_predict(probe, features, labels, cv=cv, method="predict_proba")
+    return probs
+
+
+def ranked_issues(labels: np.ndarray, probs: np.ndarray) -> list[int]:
+    """Indices of likely mislabelled images, most likely first."""
+    found = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    return [int(i) for i in found]
