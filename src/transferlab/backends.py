@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.bundle import Bundle, find_bundle_dir, load_bundle
+from transferlab.bundle import (
+    Bundle,
+    find_bundle_dir,
+    load_bundle,
+    read_meta,
+    reject_below_of,
+    temperature_of,
+)
+from transferlab.calibration import apply_temperature
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import BundleError, ConfigError
 from transferlab.models.layout import for_inference, is_channels_last, memory_format
@@ -45,17 +53,24 @@ class Backend(ABC):
         self.architecture = str(meta["architecture"])
         self.class_names = [str(c) for c in meta["class_names"]]
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        self.temperature = temperature_of(meta, source)
+        self.reject_below = reject_below_of(meta, source)  # the model's default threshold
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float batch (N, 3, S, S) -> probabilities (N, C), on the CPU."""
+
+    def calibrated_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the bundle's temperature applied to each view, before any TTA
+        average; in probability space, so torch and ONNX (softmax output) agree."""
+        return apply_temperature(self.forward(x), self.temperature)
 
     def predict(self, images: np.ndarray | torch.Tensor, tta: str = "none") -> torch.Tensor:
         """uint8 base images (N, 3, B, B) -> probabilities (N, C) averaged over TTA views."""
         x = torch.as_tensor(images)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        return tta_probabilities(self.forward, x, self.preprocessing, tta)
+        return tta_probabilities(self.calibrated_forward, x, self.preprocessing, tta)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /model`` and the reports say about the model."""
@@ -66,6 +81,8 @@ class Backend(ABC):
             "preprocessing": self.preprocessing.to_dict(),
             "backend": self.name,
             "metrics": self.meta.get("metrics", {}),
+            "temperature": self.temperature,
+            "reject_below": self.reject_below,
             "transferlab_version": self.meta.get("transferlab_version"),
         }
 
@@ -133,6 +150,10 @@ def _bundle_onnx(bundle_dir: Path, threads: int | None) -> OnnxBackend:
     if kept.is_file():
         backend = OnnxBackend(kept, threads)
         if backend.meta.get("weights_sha256") == digest and "quantization" not in backend.meta:
+            # model.json may have been given a threshold (or temperature) after the export
+            meta = read_meta(bundle_dir)
+            backend.temperature = temperature_of(meta, bundle_dir)
+            backend.reject_below = reject_below_of(meta, bundle_dir)
             return backend
         logger.warning("%s was exported from other weights; exporting again", kept)
     logger.info(

@@ -168,6 +168,30 @@ def read_meta(path: Path) -> dict[str, Any]:
     return dict(meta)
 
 
+def temperature_of(meta: dict[str, Any], where: Path | str = META_FILE) -> float:
+    """The temperature fitted after training (``calibration.temperature``); 1.0 for bundles
+    written before temperature scaling, which therefore predict as they always did."""
+    value = (meta.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise BundleError(
+            f"{where} has a damaged calibration.temperature ({value!r}); retrain the model"
+        )
+    return float(value)
+
+
+def reject_below_of(meta: dict[str, Any], where: Path | str = META_FILE) -> float | None:
+    """The bundle's default ``--reject-below`` (``reject_below``; None: answer every image)."""
+    value = meta.get("reject_below")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise BundleError(
+            f"{where} has reject_below {value!r}, not a probability in [0, 1]; "
+            "set it again with 'transferlab reject-below'"
+        )
+    return float(value)
+
+
 def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle (or a run folder's bundle) ready for inference, in eval mode."""
     directory = find_bundle_dir(path)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from transferlab.bundle import save_bundle
+from transferlab.calibration import apply_temperature, calibration_summary
 from transferlab.config import RunConfig, from_dict, load_yaml
 from transferlab.data.augment import AugmentSpec, resolve_augment
 from transferlab.data.predictions import write_predictions
@@ -195,7 +196,10 @@ def _fit_and_finish(
     )
     model.load_state_dict(result.best_state)
     eval_split = "test" if len(sets["test"]) else "val"
-    metrics, probs = evaluate_images(model, sets[eval_split], class_names, prep, device)
+    metrics, raw = evaluate_images(model, sets[eval_split], class_names, prep, device)
+    calibration = _calibrate(model, sets, eval_split, raw, prep, device)
+    # the probabilities the bundle will give (predict, evaluate and serve apply T too)
+    probs = apply_temperature(raw, calibration["temperature"])
     replace_when_done(
         out / "predictions.csv",
         lambda tmp: write_predictions(tmp, sets[eval_split], probs, class_names, data_root(cfg)),
@@ -221,6 +225,7 @@ def _fit_and_finish(
             "skipped": [{"path": str(p), "reason": why} for p, why in setup.skipped],
             "training": summary,
             "data_summary": setup.split.counts(),
+            "calibration": calibration,
         }
     )
     save_bundle(
@@ -235,6 +240,10 @@ def _fit_and_finish(
             "training": summary,
             "config": cfg.to_dict(),
             "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "split")},
+            "calibration": {
+                k: calibration[k] for k in ("temperature", "fitted_on", "ece_before", "ece_after")
+            },
+            "reject_below": None,  # set with 'transferlab reject-below RUN P'
         },
     )
     # metrics.json says "this run finished" (resume and compare go by it): written last,
@@ -256,6 +265,36 @@ def _write_report(out: Path) -> None:
         logger.warning(
             "could not write the report (%s); retry with 'transferlab report %s'", exc, out
         )
+
+
+def _calibrate(
+    model: torch.nn.Module,
+    sets: dict[str, ImageSet],
+    eval_split: str,
+    eval_probs: torch.Tensor,
+    prep: Preprocessing,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Temperature scaling fitted on the val split, measured on ``eval_split``."""
+    val = sets["val"]
+    if eval_split == "val":  # log-probabilities are logits up to a constant per image
+        val_logits = eval_probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+    elif len(val):
+        val_logits = predict_logits(model, val, prep, 64, device)
+    else:
+        val_logits = torch.zeros(0, eval_probs.shape[1])
+    summary = calibration_summary(
+        val_logits, val.targets, eval_probs, sets[eval_split].targets, eval_split
+    )
+    logger.info(
+        "temperature %.3f (fitted on %d val images): ECE on %s %.4f -> %.4f",
+        summary["temperature"],
+        summary["fitted_images"],
+        eval_split,
+        summary["ece_before"],
+        summary["ece_after"],
+    )
+    return summary
 
 
 def evaluate_images(

@@ -1,0 +1,188 @@
+"""How far to trust a confidence: temperature scaling, ECE, reliability bins, risk-coverage.
+
+Temperature scaling (Guo et al., 2017) divides the logits by one scalar ``T`` fitted on
+the validation split by minimising the negative log-likelihood; it never changes which
+class is on top, only how sure the model says it is. It is written here because it is a
+dozen lines of torch and no well-kept library offers it without heavy dependencies
+(netcal pulls in pyro and tikz tooling; torchmetrics only measures calibration).
+
+A threshold ``P`` on the top probability turns a prediction below it into ``unknown``
+(:func:`is_rejected`); :func:`risk_coverage` says, for each ``P``, how many images keep
+an answer (coverage) and how often that answer is right, so a user can choose ``P``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from transferlab.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"  # the answer below the reject threshold
+ECE_BINS = 15  # the usual choice (Guo et al.); equal-width bins over [0, 1]
+TEMPERATURE_RANGE = (0.05, 20.0)  # outside it the fit is degenerate (e.g. a perfect val set)
+
+
+def check_reject_below(value: float | None, where: str = "--reject-below") -> float | None:
+    """``value`` when it is a probability in [0, 1] (or None), else a one-line ConfigError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} {value!r} is not a number; give a probability in [0, 1]")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{where} {value} is not a probability; give a number in [0, 1]")
+    return float(value)
+
+
+def is_rejected(top_probability: float, reject_below: float | None) -> bool:
+    """Whether a prediction whose best class has ``top_probability`` is answered unknown."""
+    return reject_below is not None and top_probability < reject_below
+
+
+def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Softmax probabilities -> those of the logits divided by ``temperature``.
+
+    softmax(z / T) = softmax(log softmax(z) / T): the same for any backend, including ONNX
+    exports whose output already is a softmax.
+    """
+    if temperature == 1.0:
+        return probs
+    logp = probs.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    return (logp / temperature).softmax(dim=-1)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, steps: int = 50) -> float:
+    """The ``T`` minimising the NLL of ``softmax(logits / T)``; 1.0 when there is no data.
+
+    LBFGS on log T keeps T positive without a constraint.
+    """
+    if len(logits) == 0:
+        return 1.0
+    # a clone: logits made under torch.inference_mode cannot take part in autograd
+    logits, targets = logits.detach().float().clone(), targets.detach().long()
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    low, high = TEMPERATURE_RANGE
+    value = float(log_t.detach().exp())
+    if not math.isfinite(value):
+        return 1.0
+    return min(max(value, low), high)
+
+
+def nll(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    picked = probs.float().gather(1, targets.long().view(-1, 1)).clamp_min(1e-12)
+    return float(-picked.log().mean())
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Equal-width confidence bins: how sure the model said it was vs how often it was right."""
+
+    edges: list[float]
+    counts: list[int]
+    confidence: list[float | None]  # mean top probability in each bin (None: empty)
+    accuracy: list[float | None]
+    ece: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": self.edges,
+            "counts": self.counts,
+            "confidence": self.confidence,
+            "accuracy": self.accuracy,
+            "ece": self.ece,
+        }
+
+
+def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> Reliability:
+    """Reliability bins and the expected calibration error of ``probs`` (N, C).
+
+    ECE = sum over bins of (share of images in the bin) * |accuracy - mean confidence|;
+    a confidence of exactly 1.0 falls in the last bin, 0.0 in the first.
+    """
+    confidence, predicted = probs.float().max(dim=1)
+    correct = (predicted == targets.long()).float()
+    index = (confidence * bins).long().clamp(0, bins - 1)
+    counts, conf, acc = [], [], []
+    ece = 0.0
+    for b in range(bins):
+        mask = index == b
+        n = int(mask.sum())
+        counts.append(n)
+        if n == 0:
+            conf.append(None)
+            acc.append(None)
+            continue
+        mean_conf, mean_acc = float(confidence[mask].mean()), float(correct[mask].mean())
+        conf.append(round(mean_conf, 6))
+        acc.append(round(mean_acc, 6))
+        ece += n / len(probs) * abs(mean_acc - mean_conf)
+    edges = [round(b / bins, 6) for b in range(bins + 1)]
+    return Reliability(edges, counts, conf, acc, round(ece, 6))
+
+
+def calibration_summary(
+    val_logits: torch.Tensor,
+    val_targets: torch.Tensor,
+    eval_probs: torch.Tensor,
+    eval_targets: torch.Tensor,
+    eval_split: str,
+) -> dict[str, Any]:
+    """Fit T on the validation logits; NLL, ECE and reliability bins before and after,
+    measured on the probabilities of ``eval_split`` (the test split when it has one)."""
+    temperature = fit_temperature(val_logits, val_targets)
+    before = eval_probs.float()
+    after = apply_temperature(before, temperature)
+    summary = {
+        "temperature": round(temperature, 6),
+        "fitted_on": "val",
+        "fitted_images": len(val_logits),
+        "measured_on": eval_split,
+        "nll_before": round(nll(before, eval_targets), 6),
+        "nll_after": round(nll(after, eval_targets), 6),
+        "before": reliability(before, eval_targets).to_dict(),
+        "after": reliability(after, eval_targets).to_dict(),
+    }
+    summary["ece_before"] = summary["before"]["ece"]
+    summary["ece_after"] = summary["after"]["ece"]
+    return summary
+
+
+def risk_coverage(
+    probs: torch.Tensor, targets: torch.Tensor, steps: int = 20
+) -> list[dict[str, float | int | None]]:
+    """For thresholds 0, 1/steps, ..., 1 on the top probability: how many images keep an
+    answer (their share is the coverage) and the accuracy on those (None when none is kept).
+    At threshold 0 the coverage is 1 and the accuracy is the plain accuracy."""
+    confidence, predicted = probs.float().max(dim=1)
+    correct = predicted == targets.long()
+    rows: list[dict[str, float | int | None]] = []
+    for i in range(steps + 1):
+        threshold = i / steps
+        kept = confidence >= threshold
+        n = int(kept.sum())
+        rows.append(
+            {
+                "reject_below": round(threshold, 6),
+                "answered": n,
+                "coverage": round(n / max(1, len(probs)), 6),
+                "accuracy": round(float(correct[kept].float().mean()), 6) if n else None,
+            }
+        )
+    return rows

@@ -1,0 +1,135 @@
+"""Temperature scaling and calibration error: hand-made cases, synthetic logits whose
+calibration is known, and a really trained run (its val logits, metrics.json, bundle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from trained_model import trained_run
+from transferlab.backends import load_backend
+from transferlab.bundle import load_bundle
+from transferlab.calibration import (
+    apply_temperature,
+    fit_temperature,
+    nll,
+    reliability,
+    risk_coverage,
+)
+from transferlab.data.split import read_split_csv
+from transferlab.data.store import decode_all
+from transferlab.engine import predict_logits
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+def _sampled(logits: torch.Tensor, seed: int) -> torch.Tensor:
+    """Labels drawn from softmax(logits): those logits are calibrated by construction."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.multinomial(logits.softmax(1), 1, generator=gen).squeeze(1)
+
+
+def test_ece_of_a_hand_made_case() -> None:
+    # Four images at confidence 0.9 (3 right) and two at 0.6 (both right), 10 bins:
+    # |0.75 - 0.9| * 4/6 + |1.0 - 0.6| * 2/6 = 0.1 + 0.1333 = 0.2333
+    probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.4, 0.6]] * 2)
+    targets = torch.tensor([0, 0, 0, 1, 1, 1])
+    rel = reliability(probs, targets, bins=10)
+    assert rel.ece == pytest.approx(0.15 * 4 / 6 + 0.4 * 2 / 6, abs=1e-6)
+    assert rel.counts[9] == 4 and rel.counts[6] == 2 and sum(rel.counts) == 6
+    assert rel.accuracy[9] == pytest.approx(0.75) and rel.confidence[6] == pytest.approx(0.6)
+    assert rel.accuracy[0] is None  # empty bins say so, not 0
+
+
+def test_confidence_of_one_falls_in_the_last_bin() -> None:
+    rel = reliability(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), bins=10)
+    assert rel.counts[-1] == 1 and rel.ece == 0.0
+
+
+def test_temperature_is_one_on_calibrated_logits() -> None:
+    logits = torch.randn(20000, 5, generator=torch.Generator().manual_seed(0)) * 2
+    assert fit_temperature(logits, _sampled(logits, 1)) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.4])
+def test_temperature_undoes_over_and_under_confidence(scale: float) -> None:
+    # Labels follow softmax(z); the model reports z * scale: T should be about scale.
+    logits = torch.randn(20000, 5, generator=torch.Generator().manual_seed(2))
+    targets = _sampled(logits, 3)
+    temperature = fit_temperature(logits * scale, targets)
+    assert temperature == pytest.approx(scale, rel=0.1)
+    before = nll((logits * scale).softmax(1), targets)
+    after = nll((logits * scale / temperature).softmax(1), targets)
+    assert after < before
+    ece_before = reliability((logits * scale).softmax(1), targets).ece
+    assert reliability((logits * scale / temperature).softmax(1), targets).ece < ece_before
+
+
+def test_temperature_on_probabilities_equals_temperature_on_logits() -> None:
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(4)) * 3
+    expected = (logits / 1.7).softmax(1)
+    assert torch.allclose(apply_temperature(logits.softmax(1), 1.7), expected, atol=1e-5)
+    assert torch.equal(apply_temperature(logits.softmax(1), 1.0), logits.softmax(1))
+
+
+def test_no_validation_images_means_no_temperature() -> None:
+    assert fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == 1.0
+
+
+def test_risk_coverage_is_monotone_and_ends_at_plain_accuracy() -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(500, 4, generator=gen) * 2
+    targets = _sampled(logits, 6)
+    rows = risk_coverage(logits.softmax(1), targets, steps=20)
+    coverage = [r["coverage"] for r in rows]
+    assert coverage == sorted(coverage, reverse=True)  # a higher threshold answers fewer
+    assert rows[0]["reject_below"] == 0.0 and rows[0]["coverage"] == 1.0
+    plain = float((logits.argmax(1) == targets).float().mean())
+    assert rows[0]["accuracy"] == pytest.approx(plain, abs=1e-6)
+    assert rows[-1]["reject_below"] == 1.0 and rows[-1]["answered"] == 0
+    assert rows[-1]["accuracy"] is None
+    # On calibrated logits the confident answers are the better ones.
+    answered = [r for r in rows if r["answered"]]
+    assert answered[-1]["accuracy"] > answered[0]["accuracy"]  # type: ignore[operator]
+
+
+def test_fitted_temperature_lowers_the_nll_of_real_val_logits(run: Path) -> None:
+    bundle = load_bundle(run)
+    root = Path(json.loads((run / "model" / "model.json").read_text())["config"]["data"]["path"])
+    split = read_split_csv(run / "split.csv", root)
+    images, _ = decode_all(split.val, bundle.class_names, bundle.preprocessing, 4096)
+    logits = predict_logits(bundle.model, images, bundle.preprocessing, 16)
+    temperature = fit_temperature(logits, images.targets)
+    assert temperature != 1.0
+    before = nll(logits.softmax(1), images.targets)
+    assert nll((logits / temperature).softmax(1), images.targets) < before
+    # The run stored that same temperature in its bundle and its metrics.
+    stored = bundle.meta["calibration"]["temperature"]
+    assert stored == pytest.approx(temperature, rel=1e-3)
+
+
+def test_a_run_records_calibration_before_and_after(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    assert cal["fitted_on"] == "val" and cal["measured_on"] == metrics["split"]
+    assert 0.0 <= cal["ece_after"] <= 1.0 and 0.0 <= cal["ece_before"] <= 1.0
+    assert sum(cal["before"]["counts"]) == sum(cal["after"]["counts"]) == metrics["num_images"]
+    assert cal["temperature"] == load_bundle(run).meta["calibration"]["temperature"]
+
+
+def test_backends_apply_the_bundle_temperature(run: Path) -> None:
+    bundle = load_bundle(run)
+    temperature = bundle.meta["calibration"]["temperature"]
+    x = torch.rand(2, 3, bundle.preprocessing.input_size, bundle.preprocessing.input_size)
+    raw = bundle.model(x).softmax(1)
+    for name in ("torch", "onnx"):
+        backend = load_backend(run, name)
+        assert backend.temperature == temperature
+        calibrated = backend.calibrated_forward(x)
+        assert torch.allclose(calibrated, apply_temperature(raw, temperature), atol=1e-4), name
