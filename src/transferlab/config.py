@@ -74,6 +74,11 @@ class DataConfig:
     # Folder name -> display name (Tiny ImageNet words.txt, flowers cat_to_name.json, any
     # JSON object or key<TAB>name lines); None: words.txt of Tiny ImageNet data, else folders.
     class_names: str | None = None
+    # Hash every image before splitting: copies stay in one split, and leakage across
+    # given splits and copies under different labels are reported (warned, in metrics).
+    audit: bool = True
+    # Leakage or copies under different labels stop the run before anything is written.
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -536,6 +541,10 @@ def load_yaml(
 
 # (holds for the config, message when it does not); each names the keys involved.
 _RULES: list[tuple[Callable[[RunConfig], bool], str]] = [
+    (
+        lambda c: c.data.audit or not c.data.strict,
+        "--strict needs the data checks; drop --set data.audit=false",
+    ),
     (
         lambda c: c.data.val_fraction + c.data.test_fraction < 1,
         "--val-fraction plus --test-fraction must leave images for training (sum < 1)",
