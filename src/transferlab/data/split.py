@@ -6,6 +6,7 @@ import csv
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,22 @@ def _take(n: int, fraction: float) -> int:
 
 
 def stratified_split(
-    samples: list[Sample], val_fraction: float, test_fraction: float, seed: int
+    samples: list[Sample],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    groups: Sequence[Sequence[Path]] = (),
 ) -> SplitSamples:
     """Split per class so every split keeps the class proportions.
 
     Samples that already carry a split (from ``train/``, ``val/`` folders or a CSV column) keep
     it; the rest are split by the fractions, but only into splits the layout does not provide.
+    ``groups``: copies of one image (exact or near duplicates) that must land in one split,
+    else a test image would be a training image in disguise; a group whose member has a
+    given split pulls the others into it. Without groups every image is its own, and the
+    split is the plain stratified one.
     """
+    group_of = {p: n for n, group in enumerate(groups) for p in group}
     fixed: dict[str, list[Sample]] = {k: [] for k in SPLITS}
     free: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
@@ -63,6 +73,7 @@ def stratified_split(
     test_f = 0.0 if has["test"] else test_fraction
     rng = random.Random(seed)
     out: dict[str, list[Sample]] = {k: list(v) for k, v in fixed.items()}
+    placed = {group_of[s.path]: s.split for s in samples if s.split and s.path in group_of}
     for label in sorted(free):
         group = sorted(free[label], key=lambda s: str(s.path))
         rng.shuffle(group)
@@ -72,8 +83,7 @@ def stratified_split(
                 f"class '{label}' has {len(group)} image(s), too few for the train/val/test "
                 "split; add images or lower --val-fraction / --test-fraction"
             )
-        parts = {"val": group[:n_val], "test": group[n_val : n_val + n_test]}
-        parts["train"] = group[n_val + n_test :]
+        parts = _fill({"val": n_val, "test": n_test}, _units(group, group_of), placed)
         for k in SPLITS:
             out[k].extend(Sample(s.path, s.label, k) for s in parts[k])
     if not out["val"] and fixed["train"] and not free:
@@ -84,6 +94,45 @@ def stratified_split(
     result = SplitSamples(out["train"], out["val"], out["test"])
     _check_split(result)
     return result
+
+
+def _units(
+    shuffled: list[Sample], group_of: dict[Path, int]
+) -> list[tuple[int | None, list[Sample]]]:
+    """The shuffled images of a class as units that move together: a group's members (in
+    the place of its first), every other image alone."""
+    units: list[tuple[int | None, list[Sample]]] = []
+    index: dict[int, int] = {}
+    for s in shuffled:
+        g = group_of.get(s.path)
+        if g is None:
+            units.append((None, [s]))
+        elif g in index:
+            units[index[g]][1].append(s)
+        else:
+            index[g] = len(units)
+            units.append((g, [s]))
+    return units
+
+
+def _fill(
+    wanted: dict[str, int],
+    units: list[tuple[int | None, list[Sample]]],
+    placed: dict[int, str],
+) -> dict[str, list[Sample]]:
+    """Units in order into val, then test, while they fit the wanted counts, the rest into
+    train; a group placed before (a given split, another class) goes where it went. With
+    single images this is the first ``n_val`` to val, the next ``n_test`` to test."""
+    parts: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    for g, unit in units:
+        dest = placed.get(g) if g is not None else None
+        if dest is None:
+            fits = [k for k in ("val", "test") if len(parts[k]) + len(unit) <= wanted[k]]
+            dest = fits[0] if fits else "train"
+            if g is not None:
+                placed[g] = dest
+        parts[dest].extend(unit)
+    return parts
 
 
 def _check_split(split: SplitSamples) -> None:
