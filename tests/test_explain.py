@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
+
+from helpers import truncated_jpeg
+from trained_model import CLASSES, IMAGE_SIZE, held_out_photos, trained_run
 
 from transferlab.bundle import load_bundle
+from transferlab.cli import app
 from transferlab.config import from_dict
 from transferlab.errors import ModelError
 from transferlab.explain import center_view, grad_cam, target_layer
@@ -104,3 +111,50 @@ def test_vision_transformers_are_not_supported_yet() -> None:
     model, _ = create_model("vit_tiny_patch16_224", 3, weights="none")
     with pytest.raises(ModelError, match="not supported yet for VisionTransformer"):
         target_layer(model)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _logging(restore_transferlab_logging: None) -> None:
+    """In-process CLI calls reconfigure logging; restore it after each test."""
+
+
+def invoke(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_predict_explain_writes_one_named_heat_map_per_photo(run: Path, tmp_path: Path) -> None:
+    photos = [held_out_photos(label, 1)[0] for label in CLASSES]
+    broken = truncated_jpeg(tmp_path / "broken.jpg")
+    out_dir = tmp_path / "heat"
+    code, out, _ = invoke("predict", run, *photos, broken, "--explain", out_dir, "--json")
+    assert code == 3  # the broken file is reported, the others explained
+    predictions = json.loads(out)["predictions"]
+    assert "explanation" not in predictions[-1]
+    named = [Path(p["explanation"]) for p in predictions[:-1]]
+    assert named == [out_dir / f"{p.stem}.gradcam.png" for p in photos]
+    assert sorted(out_dir.iterdir()) == sorted(named)
+    for png in named:
+        with Image.open(png) as img:
+            assert (img.format, img.size) == ("PNG", (IMAGE_SIZE, IMAGE_SIZE))
+
+
+def test_predict_explain_names_the_map_in_the_text_output_too(run: Path, tmp_path: Path) -> None:
+    photo = held_out_photos("altar", 1)[0]
+    code, out, _ = invoke("predict", run, photo, "--explain", tmp_path / "maps")
+    assert code == 0
+    assert out.rstrip("\n").split("\t")[-1] == str(tmp_path / "maps" / f"{photo.stem}.gradcam.png")
+
+
+def test_predict_explain_with_onnx_is_one_line_and_exit_2(run: Path, tmp_path: Path) -> None:
+    photo = held_out_photos("altar", 1)[0]
+    code, _, err = invoke("predict", run, photo, "--backend", "onnx", "--explain", tmp_path)
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "--explain needs the torch backend" in err
+    assert not list(tmp_path.iterdir())

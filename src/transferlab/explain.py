@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from transferlab.data.transforms import Preprocessing, eval_batch, normalize, to_base
-from transferlab.errors import ModelError
+from transferlab.errors import ConfigError, ModelError
 from transferlab.files import replace_when_done
 
 logger = logging.getLogger(__name__)
@@ -134,3 +134,35 @@ def explain_image(
     """The overlay (RGB uint8, input size) of ``class_index``'s map on the centre view."""
     rgb, x = center_view(img, prep)
     return overlay(rgb, grad_cam(model, x, [class_index])[0])
+
+
+def _free_name(out_dir: Path, stem: str, taken: set[str]) -> Path:
+    # Photos of the same name in different folders each get their own file.
+    name, n = f"{stem}.gradcam.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.gradcam.png"
+    taken.add(name)
+    return out_dir / name
+
+
+def write_explanations(
+    model: nn.Module,
+    prep: Preprocessing,
+    class_names: Sequence[str],
+    items: Sequence[tuple[Path, str]],
+    out_dir: Path,
+) -> list[Path]:
+    """One heat-map overlay PNG per ``(image, class name)`` in ``out_dir``; their paths."""
+    from transferlab.data.images import load_image
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--explain {out_dir} is a file; give a folder for the heat maps")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    written = []
+    for path, label in items:
+        rgb = explain_image(model, prep, load_image(path), list(class_names).index(label))
+        written.append(save_png(_free_name(out_dir, path.stem, taken), rgb))
+        logger.debug("explained %s as %s", path, label)
+    return written
