@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ PREDICT_EXAMPLES = """
   transferlab predict runs/demo/model photos/ --top-k 3 --json > predictions.json
   transferlab predict runs/demo photos/ --tta ten-crop
   transferlab predict runs/demo photos/ --backend onnx
+  transferlab predict runs/demo photos/ --explain heat-maps/ --json
   transferlab predict model.onnx photos/
 
 [bold]Exit codes[/bold]
@@ -49,6 +50,29 @@ TtaOption = Annotated[
 ]
 
 
+ExplainOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--explain",
+        metavar="OUT_DIR",
+        help="Write a Grad-CAM heat map of the predicted class over each photo (the centre "
+        "view the model sees) into OUT_DIR as <name>.gradcam.png. Torch backend only.",
+    ),
+]
+
+
+def _explain(runner: Any, results: list[Any], out_dir: Path) -> dict[str, str]:
+    """Heat maps for the classified files: {image path: PNG path}."""
+    from transferlab.explain import write_explanations
+
+    done = [r for r in results if not r.error]
+    items = [(Path(r.path), next(x for x in r.labels if x in runner.class_names)) for r in done]
+    pngs = write_explanations(
+        runner.model, runner.preprocessing, runner.class_names, items, out_dir
+    )
+    return {r.path: str(png) for r, png in zip(done, pngs, strict=True)}
+
+
 @app.command(epilog=PREDICT_EXAMPLES)
 def predict(
     model: ModelArgument,
@@ -56,6 +80,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show.")] = 3,
     tta: TtaOption = "none",
     backend: BackendOption = None,
+    explain: ExplainOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document with all predictions.")
     ] = False,
@@ -73,17 +98,27 @@ def predict(
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1")
         check_mode(tta)
+        if explain is not None and (backend == "onnx" or model.suffix.lower() == ".onnx"):
+            raise ConfigError(
+                "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime "
+                "gives none); give a bundle or run folder without --backend onnx"
+            )
         runner = load_backend(model, backend)
         paths = expand_inputs(images)
         if not paths:
             raise DatasetError("no image files found in the given folders")
         results = predict_files(runner, paths, top_k, tta=tta)
+        explained = _explain(runner, results, explain) if explain is not None else {}
         if as_json:
             doc = {
                 "model": str(model),
                 "backend": runner.name,
                 "tta": tta,
-                "predictions": [r.to_dict() for r in results],
+                "predictions": [
+                    r.to_dict()
+                    | ({"explanation": explained[r.path]} if r.path in explained else {})
+                    for r in results
+                ],
             }
             out.print_json(json.dumps(doc))
         else:
@@ -95,6 +130,7 @@ def predict(
                     f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probabilities, strict=True)
                 )
                 # Plain write: rich would expand the tab that scripts split on.
-                out.file.write(f"{r.path}\t{ranked}\n")
+                heat = f"\t{explained[r.path]}" if r.path in explained else ""
+                out.file.write(f"{r.path}\t{ranked}{heat}\n")
         if any(r.error for r in results):
             raise typer.Exit(EXIT_UNREADABLE)
