@@ -6,7 +6,6 @@ photo among clearly separable classes (cleanlab)."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -88,3 +87,114 @@ def test_a_copy_of_a_given_val_image_joins_it_in_val(tmp_path: Path) -> None:
     free = [given, *samples[1:]]
     split = stratified_split(free, 0.0, 0.2, 1, groups=[[samples[0].path, samples[5].path]])
     assert samples[5].path in {s.path for s in split.val}
+
+
+# --- the audit ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three separable classes of 8 photos in train/ and test/ folders, with planted copies."""
+    root = tmp_path_factory.mktemp("messy")
+    train = root / "train"
+    for label in ("altar", "apse", "dome(inner)"):
+        copy_photos(label, train / label, 6)
+        copy_photos(label, root / "test" / label, 2, offset=6)
+    altar = sorted((train / "altar").iterdir())
+    planted = {
+        "exact": Path(shutil.copy(altar[0], train / "altar" / "exact copy.jpg")),
+        "resized": _resized_png(altar[1], train / "altar" / "resized.png"),
+        "cropped": _cropped(altar[2], train / "altar" / "cropped.jpg"),
+        "conflict": Path(shutil.copy(altar[3], train / "apse" / "conflict.jpg")),
+        "leak": Path(shutil.copy(altar[4], root / "test" / "altar" / "leak.jpg")),
+        # A dome seen from inside, filed under altar: the probe should call it a dome.
+        "mislabelled": Path(
+            shutil.copy(example_photos("dome(inner)", 9)[8], train / "altar" / "dome.jpg")
+        ),
+    }
+    return {"root": root, **planted, **{f"altar{i}": p for i, p in enumerate(altar)}}
+
+
+def _group_of(result_groups: list[dict[str, object]], path: Path) -> dict[str, object]:
+    found = [g for g in result_groups if str(path) in g["files"]]  # type: ignore[operator]
+    assert len(found) == 1, f"{path.name} in {len(found)} groups"
+    return found[0]
+
+
+def test_hash_checks_find_copies_and_say_where_they_are(messy: dict[str, Path]) -> None:
+    from transferlab.audit.core import audit_data
+
+    result = audit_data(messy["root"], model=None).to_dict()
+    groups = result["duplicate_groups"]
+    exact = _group_of(groups, messy["exact"])
+    assert set(exact["files"]) == {str(messy["exact"]), str(messy["altar0"])}
+    assert exact["found_by"] == ["content"] and exact["where"] == "within one class"
+    resized = _group_of(groups, messy["resized"])
+    assert str(messy["altar1"]) in resized["files"] and resized["found_by"] == ["phash"]
+    conflict = _group_of(groups, messy["conflict"])
+    assert conflict["conflict"] and sorted(conflict["labels"]) == ["altar", "apse"]
+    leak = _group_of(groups, messy["leak"])
+    assert leak["leak"] and sorted(leak["splits"]) == ["test", "train"]
+    assert not any(str(messy["cropped"]) in g["files"] for g in groups)  # hashes miss crops
+    assert result["summary"]["label_conflicts"] == 1 and result["summary"]["leaks"] == 1
+
+
+def test_features_find_the_crop_and_cleanlab_the_mislabelled_photo(
+    messy: dict[str, Path], tmp_path: Path
+) -> None:
+    from transferlab.audit.core import audit_data
+
+    result = audit_data(messy["root"], image_size=96, cache_dir=tmp_path).to_dict()
+    cropped = _group_of(result["duplicate_groups"], messy["cropped"])
+    assert str(messy["altar2"]) in cropped["files"] and "features" in cropped["found_by"]
+    suspects = {s["file"]: s for s in result["label_suspects"]}
+    assert str(messy["mislabelled"]) in suspects, suspects
+    assert suspects[str(messy["mislabelled"])]["suggested"] == "dome(inner)"
+    assert len(suspects) <= 5, "a few suspects among 33 photos, not every photo"
+    assert list(tmp_path.glob("*.safetensors")), "the features are kept in the cache"
+
+
+def test_audit_cli_writes_json_and_html_and_refuses_a_folder(
+    messy: dict[str, Path], tmp_path: Path
+) -> None:
+    from transferlab.cli import app
+
+    out_json, out_html = tmp_path / "audit.json", tmp_path / "audit.html"
+    args = ["audit", str(messy["root"]), "--no-features", "--json", str(out_json)]
+    result = runner.invoke(app, [*args, "--html", str(out_html)])
+    assert result.exit_code == 0, result.output
+    assert "across classes" in result.output and "conflict.jpg [apse]" in result.output
+    found = json.loads(out_json.read_text("utf-8"))
+    assert found["summary"]["leaks"] == 1 and found["class_counts"]["altar"] == 13
+    page = out_html.read_text("utf-8")
+    assert page.count("data:image/jpeg;base64") >= 8  # every member of every group
+    assert "leak.jpg" in page
+    bad = runner.invoke(
+        app, ["audit", str(messy["root"]), "--no-features", "--json", str(tmp_path)]
+    )
+    assert bad.exit_code == 2 and "--json" in bad.output and "folder" in bad.output
+
+
+# --- train runs the cheap checks -------------------------------------------------------------
+
+
+def _conflicting_data(root: Path) -> Path:
+    for label in ("altar", "apse"):
+        copy_photos(label, root / label, 6)
+    first = sorted((root / "altar").iterdir())[0]
+    shutil.copy(first, root / "apse" / "conflict.jpg")
+    return root
+
+
+def test_train_strict_stops_on_a_label_conflict_before_writing(tmp_path: Path) -> None:
+    from transferlab.cli import app
+
+    data, out = _conflicting_data(tmp_path / "data"), tmp_path / "run"
+    args = ["train", str(data), "--out", str(out), "--strict", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--image-size", "64", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: --strict:") and "across classes" in line, result.output
+    assert "conflict.jpg" in line and "Traceback" not in result.output
+    # Nothing written (the CLI's tracker set-up may leave the --out folder, empty).
+    assert not out.exists() or not any(out.iterdir())

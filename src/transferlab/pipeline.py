@@ -37,6 +37,8 @@ from transferlab.finetune import (
 )
 from transferlab.metrics import classification_report
 from transferlab.models.registry import count_parameters
+from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
+from transferlab.provenance import PHASH_KEY, encode_digests, encode_phashes
 from transferlab.setup import RunSetup, data_root, resolve_config, setup_run
 
 logger = logging.getLogger(__name__)
@@ -225,6 +227,7 @@ def _fit_and_finish(
             "skipped": [{"path": str(p), "reason": why} for p, why in setup.skipped],
             "training": summary,
             "data_summary": setup.split.counts(),
+            "data_audit": setup.audit.to_metrics() if setup.audit else None,
             "calibration": calibration,
         }
     )
@@ -236,6 +239,7 @@ def _fit_and_finish(
         prep,
         extra={
             "head": setup.head.to_dict(),
+            **_training_images(setup),
             "model_kwargs": dict(cfg.model.kwargs),
             "training": summary,
             "config": cfg.to_dict(),
@@ -253,6 +257,17 @@ def _fit_and_finish(
     if write_report:
         _write_report(out)
     return RunResult(out, metrics)
+
+
+def _training_images(setup: RunSetup) -> dict[str, Any]:
+    """Digests and perceptual hashes of the training images, for the bundle: evaluate
+    recognises copies of them in any folder, resized or re-encoded ones too."""
+    if setup.audit is None:
+        return {}
+    return {
+        TRAINING_IMAGES_KEY: encode_digests(setup.audit.train_digests),
+        PHASH_KEY: encode_phashes(setup.audit.train_phashes),
+    }
 
 
 def _write_report(out: Path) -> None:

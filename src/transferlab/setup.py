@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from transferlab.audit.core import HashChecks, SplitAudit, audit_split, hash_checks
 from transferlab.config import AugmentPreset, RunConfig
 from transferlab.data.discover import Sample, discover
 from transferlab.data.split import SplitSamples, read_split_csv, stratified_split
@@ -49,10 +51,27 @@ def data_root(cfg: RunConfig) -> Path:
     return root.parent if root.is_file() else root
 
 
+@dataclass
+class PreparedData:
+    """A run's split, decoded images, skipped files and the hash checks (None when off)."""
+
+    split: SplitSamples
+    sets: dict[str, ImageSet]
+    skipped: list[tuple[Path, str]]
+    audit: SplitAudit | None
+
+
 def prepare_split(
     cfg: RunConfig, prep: Preprocessing
 ) -> tuple[SplitSamples, dict[str, ImageSet], list[tuple[Path, str]]]:
     """Discover, decode (dropping unreadable files) and split the data."""
+    data = prepare_data(cfg, prep)
+    return data.split, data.sets, data.skipped
+
+
+def prepare_data(cfg: RunConfig, prep: Preprocessing) -> PreparedData:
+    """Discover, decode (dropping unreadable files), hash and split the data; with
+    ``data.strict``, leakage or label conflicts raise before anything is written."""
     root = data_root(cfg)
     if cfg.data.split_file:
         planned = read_split_csv(Path(cfg.data.split_file), root)
@@ -73,17 +92,41 @@ def prepare_split(
     _check_readable_classes(samples, bad)
     bad_paths = {p for p, _ in bad}
     good = [s for s in samples if s.path not in bad_paths]
+    started = time.perf_counter()
+    checks = hash_checks(good) if cfg.data.audit else None
     if cfg.data.split_file:
         split = SplitSamples(
             *[[s for s in g if s.path not in bad_paths] for _, g in planned.items()]
         )
     else:
+        groups = checks.path_groups() if checks else ()
         split = stratified_split(
-            good, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
+            good, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed, groups
         )
+    audit = _audit(checks, split, time.perf_counter() - started, cfg.data.strict)
     skipped = [*found_skipped, *bad]
     warn_skipped(skipped)
-    return split, _by_split(images, split), skipped
+    return PreparedData(split, _by_split(images, split), skipped, audit)
+
+
+def _audit(
+    checks: HashChecks | None, split: SplitSamples, seconds: float, strict: bool
+) -> SplitAudit | None:
+    """Leakage and label conflicts of the final split: an error with ``strict``, else a
+    warning (copies that the split could move are in one split already)."""
+    if checks is None:
+        return None
+    audit = audit_split(checks, {s.path: k for k, ss in split.items() for s in ss}, seconds)
+    problem = audit.problem()
+    if problem and strict:
+        raise DatasetError(
+            f"--strict: {problem}; remove or relabel the copies "
+            "('transferlab audit DATA --html audit.html' shows them all)"
+        )
+    if problem:
+        logger.warning("%s; see 'transferlab audit DATA' (--strict stops the run)", problem)
+    logger.info("hash checks: %d duplicate group(s) in %.1f s", len(audit.groups), audit.seconds)
+    return audit
 
 
 def _check_readable_classes(samples: Sequence[Sample], bad: Sequence[tuple[Path, str]]) -> None:
@@ -148,12 +191,14 @@ class RunSetup:
     model: torch.nn.Module
     source: str  # where the initial weights came from
     head: HeadSpec
+    audit: SplitAudit | None = None  # the hash checks; None with data.audit off
 
 
 def setup_run(cfg: RunConfig) -> RunSetup:
     """Data and model of ``cfg`` (seeded by ``train.seed``), ready to train."""
     prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
-    split, sets, skipped = prepare_split(cfg, prep)
+    data = prepare_data(cfg, prep)
+    split, sets, skipped = data.split, data.sets, data.skipped
     m = cfg.model
     head = HeadSpec(
         m.head, tuple(m.hidden_units) if m.head == "mlp" else (), m.head_dropout, m.head_bn
@@ -165,4 +210,4 @@ def setup_run(cfg: RunConfig) -> RunSetup:
     if cfg.train.init_from:
         source = load_weights_into(model, Path(cfg.train.init_from).expanduser())
         logger.info("initial weights from %s", cfg.train.init_from)
-    return RunSetup(prep, split, sets, skipped, model, source, head)
+    return RunSetup(prep, split, sets, skipped, model, source, head, data.audit)

@@ -5,9 +5,6 @@ label errors.
 One module per library: :mod:`.hashes` wraps imagehash, :mod:`.labels` scikit-learn and
 cleanlab, :mod:`.features` the backbone; :mod:`.duplicates` groups, :mod:`.core` runs the
 checks and :mod:`.report` renders them. Nothing else in transferlab imports imagehash or
-cleanlab.
+cleanlab. The package imports nothing itself, so that ``evaluate`` can use the hashes
+without the rest.
 """
-
-from transferlab.audit.core import AuditResult, audit_data, hash_checks
-
-__all__ = ["AuditResult", "audit_data", "hash_checks"]

@@ -58,6 +58,9 @@ def audit(
     feature_cache_dir: Annotated[
         Path | None, Opt(help="Keep the backbone features here for the next audit or run.")
     ] = None,
+    similarity: Annotated[
+        float, Opt(help="Feature cosine from which two images count as near-copies.")
+    ] = 0.85,
     seed: Annotated[int, Opt(help="Seed of the label probe's folds.")] = 0,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -65,7 +68,7 @@ def audit(
     """Check DATA before training: unreadable and odd files, duplicates, label errors."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.audit import audit_data
+        from transferlab.audit.core import audit_data
         from transferlab.audit.report import summary_table, write_html, write_json
         from transferlab.errors import ConfigError
 
@@ -73,8 +76,16 @@ def audit(
         _check_out(html_out, "--html")
         if image_size is not None and image_size < 16:
             raise ConfigError(f"--image-size must be at least 16; got {image_size}")
+        if not 0 < similarity <= 1:
+            raise ConfigError(f"--similarity must be in (0, 1]; got {similarity}")
         result = audit_data(
-            data, split_file, model if features else None, image_size, feature_cache_dir, seed
+            data,
+            split_file,
+            model if features else None,
+            image_size,
+            feature_cache_dir,
+            seed,
+            similarity,
         )
         out.print(summary_table(result))
         if json_out is not None:

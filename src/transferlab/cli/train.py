@@ -188,6 +188,10 @@ def train(
     split_file: Annotated[
         Path | None, Key("data.split_file", help="Reuse a run's split.csv.")
     ] = None,
+    strict: Annotated[
+        bool | None,
+        Key("data.strict", "--strict", help="Stop on copies across splits or labels."),
+    ] = None,
     precision: Annotated[str | None, Key("train.precision", help="fp32 | bf16 (autocast).")] = None,
     logger: Annotated[
         list[str] | None, Opt("--logger", help="tensorboard | mlflow | csv (repeatable).")
