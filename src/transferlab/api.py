@@ -1,0 +1,769 @@
+"""The Python API: ``import transferlab as tl``; the CLI is a thin layer over it.
+
+Example:
+    >>> import transferlab as tl
+    >>> run = tl.train("examples/ahe-mini", image_size=64, epochs=1)  # doctest: +SKIP
+    >>> run.metrics["macro_f1"]  # doctest: +SKIP
+    >>> run.model.predict(["examples/samples/capitol-dome.jpg"])  # doctest: +SKIP
+
+Every function takes the same settings, with the same defaults and checks, as the matching
+command, and raises the same :mod:`transferlab.errors` exceptions with the same one-line
+messages. Heavy libraries (torch, timm) are imported when a function first needs them, so
+``import transferlab`` stays quick.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from transferlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from PIL import Image
+
+    from transferlab.backends import Backend
+    from transferlab.config import RunConfig
+    from transferlab.engine import Callback
+    from transferlab.export import ExportReport
+    from transferlab.lr_find import LRFindResult
+    from transferlab.models.registry import ModelInfo
+    from transferlab.predict import Prediction
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]  # noqa: UP007  (a runtime alias, also read by mkdocstrings)
+#: What :meth:`Model.predict` takes for one image.
+ImageLike = Union[str, Path, "Image.Image", "np.ndarray", "torch.Tensor"]
+RUNS_DIR = Path("runs")
+
+__all__ = [
+    "Evaluation",
+    "ImageLike",
+    "LRFind",
+    "Leaderboard",
+    "Model",
+    "Predictions",
+    "Run",
+    "build_config",
+    "compare",
+    "load",
+    "lr_find",
+    "models",
+    "resume",
+    "train",
+]
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """A finished run folder (what ``transferlab train`` writes).
+
+    Example:
+        >>> run = tl.load("runs/demo")  # doctest: +SKIP
+        >>> run.metrics["accuracy"], run.per_class["altar"]["f1"]  # doctest: +SKIP
+        >>> run  # in Jupyter: summary, curves and per-class table  # doctest: +SKIP
+    """
+
+    path: Path
+    metrics: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def open(cls, path: PathLike) -> Run:
+        """Read a finished run folder (one with ``metrics.json``)."""
+        from transferlab.report.run_report import read_run
+
+        files = read_run(Path(path))
+        return cls(Path(path), files.metrics)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per epoch from ``history.csv``: epoch, phase, losses, metrics, lr."""
+        from transferlab.report.run_report import read_run
+
+        return [
+            {k: v if k == "phase" else _number(v) for k, v in row.items()}
+            for row in read_run(self.path).history
+        ]
+
+    def history_frame(self) -> pd.DataFrame:
+        """:attr:`history` as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ConfigError("history_frame needs pandas; pip install pandas") from None
+        return pd.DataFrame(self.history)
+
+    @property
+    def per_class(self) -> dict[str, dict[str, Any]]:
+        """Precision, recall, F1 (with 95% CIs) and support per class, on the evaluated split."""
+        return dict(self.metrics.get("per_class", {}))
+
+    @property
+    def confusion(self) -> list[list[int]]:
+        """Confusion matrix (rows: true class, columns: predicted), classes as in per_class."""
+        return [list(map(int, r)) for r in self.metrics.get("confusion_matrix", [])]
+
+    @property
+    def model(self) -> Model:
+        """The run's model bundle (``RUN/model``), loaded with PyTorch."""
+        return Model.open(self.path / "model")
+
+    @property
+    def report_path(self) -> Path | None:
+        """``RUN/report.html``, when it was written."""
+        path = self.path / "report.html"
+        return path if path.is_file() else None
+
+    def _repr_html_(self) -> str:
+        from transferlab.display import run_html
+
+        return run_html(self.path)
+
+    def __repr__(self) -> str:
+        return (
+            f"Run({str(self.path)!r}, accuracy={self.metrics.get('accuracy', 0):.4f}, "
+            f"macro_f1={self.metrics.get('macro_f1', 0):.4f})"
+        )
+
+
+class Predictions(list["Prediction"]):
+    """Predictions in input order (each a :class:`transferlab.predict.Prediction`: ``path``,
+    ``label``, ``labels``, ``probabilities``, ``error``); display themselves in Jupyter.
+
+    Example:
+        >>> preds = model.predict(["a.jpg", "b.jpg"], top_k=2)  # doctest: +SKIP
+        >>> preds[0].label, preds[0].probabilities  # doctest: +SKIP
+    """
+
+    def __init__(self, items: Iterable[Prediction], images: Sequence[Any] = ()) -> None:
+        super().__init__(items)
+        self._images = list(images)
+
+    def to_dicts(self) -> list[dict[str, object]]:
+        """The predictions as ``predict --json`` writes them."""
+        return [p.to_dict() for p in self]
+
+    def _repr_html_(self) -> str:
+        from transferlab.display import predictions_html
+
+        return predictions_html(self, self._images)
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`Model.evaluate` measured (``metrics`` as ``evaluate --json`` prints it).
+
+    Example:
+        >>> ev = model.evaluate("examples/ahe-mini")  # doctest: +SKIP
+        >>> ev.accuracy, ev.macro_f1  # doctest: +SKIP
+    """
+
+    metrics: dict[str, Any] = field(repr=False)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+    @property
+    def per_class(self) -> dict[str, dict[str, Any]]:
+        return dict(self.metrics.get("per_class", {}))
+
+    def _repr_html_(self) -> str:
+        from transferlab.display import metrics_html
+
+        return metrics_html(self.metrics, f"evaluated on {self.metrics.get('evaluated', '')}")
+
+    def __repr__(self) -> str:
+        return f"Evaluation(accuracy={self.accuracy:.4f}, macro_f1={self.macro_f1:.4f})"
+
+
+@dataclass
+class Leaderboard:
+    """An experiment folder's leaderboard (``leaderboard.json``).
+
+    ``rows``: one dict per configuration, best first (name, model, strategy, accuracy,
+    macro_f1, their 95% CIs, f1 per class, ...); ``per_class``: the per-class F1 table,
+    one dict per run (and the baseline, when there is one); ``failed``: runs that failed.
+
+    Example:
+        >>> exp = "examples/experiments/ahe-backbones.yaml"
+        >>> board = tl.compare(exp, out="runs/bb")  # doctest: +SKIP
+        >>> [(r["name"], r["macro_f1"]) for r in board.rows]  # doctest: +SKIP
+    """
+
+    path: Path
+    rows: list[dict[str, Any]] = field(repr=False)
+    per_class: list[dict[str, Any]] = field(repr=False)
+    failed: list[dict[str, Any]] = field(repr=False)
+
+    @classmethod
+    def open(cls, path: PathLike) -> Leaderboard:
+        """Read ``leaderboard.json`` of an experiment folder (written by compare/report)."""
+        path = Path(path)
+        file = path / "leaderboard.json"
+        if not file.is_file():
+            raise ConfigError(
+                f"{path} has no leaderboard.json; run 'transferlab compare' (or tl.compare) first"
+            )
+        data = json.loads(file.read_text(encoding="utf-8"))
+        return cls(path, data["runs"], data["per_class_f1"], data.get("failed", []))
+
+    def _repr_html_(self) -> str:
+        from transferlab.display import leaderboard_html
+
+        return leaderboard_html(self.path)
+
+
+@dataclass
+class LRFind:
+    """An LR range test: the suggestion (``result.suggestion``, with its reason), the curve
+    in ``result`` and where its CSV and plot were written; displays the plot in Jupyter.
+
+    Example:
+        >>> found = tl.lr_find("examples/ahe-mini", image_size=64, steps=30)  # doctest: +SKIP
+        >>> found.suggested_lr, found.result.suggestion.reason  # doctest: +SKIP
+    """
+
+    result: LRFindResult = field(repr=False)
+    context: dict[str, Any]
+    csv_path: Path
+    plot_path: Path
+
+    @property
+    def suggested_lr(self) -> float:
+        return float(self.result.suggestion.lr)
+
+    def _repr_html_(self) -> str:
+        from transferlab.report import html
+
+        s = self.result.suggestion
+        note = html.note(_escape(f"suggested lr {s.lr:.2e}: {s.reason}"))
+        return note + html.img(self.plot_path.read_bytes(), "LR range test", width=560)
+
+
+def _escape(text: str) -> str:
+    from html import escape
+
+    return escape(text)
+
+
+class Model:
+    """A trained model: a bundle folder, a run folder or an exported ``.onnx`` file.
+
+    Example:
+        >>> model = tl.load("runs/demo/model")  # doctest: +SKIP
+        >>> model.predict(["examples/samples/capitol-dome.jpg"], top_k=3)  # doctest: +SKIP
+        >>> model.evaluate("examples/ahe-mini").macro_f1  # doctest: +SKIP
+        >>> model.export("demo.onnx")  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, backend: Backend) -> None:
+        self.path = path
+        self.backend = backend
+
+    @classmethod
+    def open(cls, path: PathLike, backend: str | None = None) -> Model:
+        """Load with ``backend`` ``torch`` or ``onnx`` (default: onnx for ``.onnx`` files)."""
+        from transferlab.backends import load_backend
+
+        return cls(Path(path), load_backend(Path(path), backend))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.backend.class_names)
+
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, tta: str = "none"
+    ) -> Predictions:
+        """Top-k classes of each image, with probabilities.
+
+        ``images``: one or a list of image files, folders of images, PIL images, uint8
+        ``H x W x 3`` arrays or ``3 x H x W`` tensors (uint8, or float in 0..1).
+        ``tta``: none | flip | five-crop | ten-crop. An unreadable file gets a prediction
+        with ``error`` set, as in ``transferlab predict``.
+
+        Example:
+            >>> model.predict("examples/samples/capitol-dome.jpg")[0].label  # doctest: +SKIP
+        """
+        from transferlab.predict import predict_files
+        from transferlab.tta import check_mode
+
+        if top_k < 1:
+            raise ConfigError("--top-k must be at least 1")
+        check_mode(tta)
+        items = _as_list(images)
+        out: list[Prediction] = []
+        shown: list[Any] = []
+        for item in items:
+            if isinstance(item, str | Path):
+                paths = _expand(item)
+                out += predict_files(self.backend, paths, top_k, tta=tta)
+                shown += [None] * len(paths)
+            else:
+                image = _to_pil(item)
+                out.append(self._predict_image(image, len(shown), top_k, tta))
+                shown.append(image)
+        return Predictions(out, shown)
+
+    def _predict_image(
+        self, image: Image.Image, index: int, top_k: int, tta: str
+    ) -> Prediction:
+        from transferlab.data.transforms import to_base
+        from transferlab.predict import Prediction
+        from transferlab.predict import top_k as rank
+
+        base = to_base(image, self.backend.preprocessing)
+        [(labels, probs)] = rank(self.backend.predict(base, tta), self.backend.class_names, top_k)
+        return Prediction(f"<image {index}>", labels, probs)
+
+    def evaluate(
+        self,
+        data: PathLike,
+        split: str = "auto",
+        out: PathLike | None = None,
+        tta: str = "none",
+    ) -> Evaluation:
+        """Accuracy and per-class precision/recall/F1 with 95% CIs on labelled images.
+
+        ``split``: auto | test | val | all, as ``transferlab evaluate --split``; ``out``:
+        also write ``metrics.json`` and ``predictions.csv`` there.
+
+        Example:
+            >>> model.evaluate("examples/ahe-mini", split="all").accuracy  # doctest: +SKIP
+        """
+        from transferlab.evaluate import evaluate_model
+
+        if split not in ("auto", "test", "val", "all"):
+            raise ConfigError(f"--split '{split}' is not one of: auto, test, val, all")
+        metrics = evaluate_model(
+            self.path,
+            Path(data),
+            split,
+            Path(out) if out is not None else None,
+            self.backend.name,
+            tta,
+        )
+        return Evaluation(metrics)
+
+    def export(
+        self,
+        out: PathLike,
+        format: str = "onnx",
+        data: PathLike | None = None,
+        quantize: str | None = None,
+        prune: float | None = None,
+        finetune_epochs: int = 0,
+        calibration: PathLike | None = None,
+    ) -> ExportReport:
+        """Export to ONNX or TorchScript (optionally int8 or pruned), checked against
+        PyTorch on real images, as ``transferlab export``; returns its report.
+
+        Example:
+            >>> model.export("demo.onnx").parity_max_abs_diff  # doctest: +SKIP
+        """
+        from transferlab.export import ExportOptions, export_model
+
+        options = ExportOptions(
+            format,
+            Path(out),
+            Path(data) if data is not None else None,
+            quantize,
+            prune,
+            finetune_epochs,
+            Path(calibration) if calibration is not None else None,
+        )
+        return export_model(self.path, options)
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({str(self.path)!r}, {self.backend.architecture}, "
+            f"{len(self.class_names)} classes, backend={self.backend.name})"
+        )
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[Any]:
+    if isinstance(images, str | Path) or not isinstance(images, Sequence):
+        return [images]
+    return list(images)
+
+
+def _expand(item: PathLike) -> list[Path]:
+    from transferlab.errors import DatasetError
+    from transferlab.predict import expand_inputs
+
+    paths = expand_inputs([Path(item)])
+    if not paths:
+        raise DatasetError(f"no image files found in {item}")
+    return paths
+
+
+def _to_pil(image: Any) -> Image.Image:
+    """PIL image, H x W x 3 uint8 array or 3 x H x W tensor -> RGB PIL image."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.is_floating_point():
+            t = (t.clamp(0, 1) * 255).round()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ConfigError(f"an image tensor must be 3 x H x W; got {tuple(t.shape)}")
+        image = t.to(torch.uint8).permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ConfigError(
+                f"an image array must be H x W x 3 uint8; got {image.shape} {image.dtype}"
+            )
+        return Image.fromarray(image)
+    raise ConfigError(
+        f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, "
+        "an H x W x 3 uint8 array or a 3 x H x W tensor"
+    )
+
+
+# ---------------------------------------------------------------- functions
+
+
+def _fresh_out(data: PathLike) -> Path:
+    """``runs/<data name>-<timestamp>``, with -2, -3, ... if that exists (never clobbers)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(data).resolve().stem or "run"
+    base = RUNS_DIR / f"{name}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def _dotted(name: str) -> str:
+    """A keyword (``label_smoothing``) as its config key (``train.label_smoothing``)."""
+    from transferlab.config import known_keys
+
+    if "." in name:
+        return name
+    matches = [k for k in known_keys() if k.split(".", 1)[1] == name]
+    if len(matches) != 1:
+        hint = f"one of {', '.join(matches)}" if matches else "section.key, e.g. 'train.lr'"
+        raise ConfigError(f"unknown setting '{name}'; give it as {hint}")
+    return matches[0]
+
+
+def _raw_config(config: RunConfig | Mapping[str, Any] | PathLike | None) -> dict[str, Any]:
+    from transferlab.config import RunConfig, load_yaml
+
+    if config is None:
+        return {}
+    if isinstance(config, RunConfig):
+        return config.to_dict()
+    if isinstance(config, str | Path):
+        return load_yaml(Path(config))
+    return dict(config)
+
+
+def build_config(
+    data: PathLike,
+    config: RunConfig | Mapping[str, Any] | PathLike | None = None,
+    **settings: Any,
+) -> RunConfig:
+    """The run config for ``data``: defaults < ``config`` (a RunConfig, a config.yaml path or
+    sections as a dict) < ``settings`` (``epochs=2`` or ``**{"train.lr": 3e-4}``), through
+    the one coercion point :func:`transferlab.config.from_dict`.
+
+    Example:
+        >>> tl.build_config("photos", epochs=2, label_smoothing=0.05).train.epochs  # doctest: +SKIP
+        2
+    """
+    from transferlab.config import from_dict
+
+    overrides = {_dotted(k): v for k, v in settings.items() if v is not None}
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    return from_dict(_raw_config(config), {**overrides, "data.path": str(data)})
+
+
+def _callbacks(
+    progress: bool, callbacks: Sequence[Callback], loggers: Sequence[str], out: Path
+) -> list[Callback]:
+    from transferlab.progress import NotebookProgress
+    from transferlab.trackers import check_loggers, make_loggers
+
+    chosen: list[Callback] = [NotebookProgress()] if progress else []
+    # make_loggers creates the run folder: only when a tracker needs it, so that a run whose
+    # data or settings are refused leaves nothing behind.
+    trackers = make_loggers(loggers, out) if check_loggers(list(loggers)) else []
+    return [*chosen, *callbacks, *trackers]
+
+
+def _time_budget(seconds: float) -> Callback:
+    """A callback that ends training after the epoch in which ``seconds`` ran out.
+    (Defined in a function: the engine imports torch, which ``import transferlab`` must not.)"""
+    import time
+
+    from transferlab.engine import Callback, StopTraining
+    from transferlab.finetune import Phase
+
+    if not seconds > 0:
+        raise ConfigError(f"time_budget must be more than 0 seconds; got {seconds}")
+
+    class TimeBudget(Callback):
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+
+        def on_fit_start(self, phases: Sequence[Phase]) -> None:
+            self.start = time.monotonic()
+
+        def on_batch_end(self, loss: float) -> None:
+            if time.monotonic() - self.start > seconds:
+                raise StopTraining
+
+    return TimeBudget()
+
+
+def train(
+    data: PathLike,
+    out: PathLike | None = None,
+    *,
+    model: str | None = None,
+    strategy: str | None = None,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    time_budget: float | None = None,
+    config: RunConfig | Mapping[str, Any] | PathLike | None = None,
+    progress: bool = True,
+    loggers: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+    **overrides: Any,
+) -> Run:
+    """Fine-tune a classifier on ``data`` and write a run folder, as ``transferlab train``.
+
+    ``data``: class folders, train/ + val/ (+ test/) folders or a ``path,label`` CSV.
+    ``out``: the run folder; None: a fresh ``runs/<data>-<timestamp>``. ``config``: a
+    RunConfig, a ``config.yaml`` path or sections as a dict; ``overrides``: any config key,
+    by its name (``lr=3e-4``) or dotted (``**{"train.lr": 3e-4}``); they win over
+    ``config``. ``time_budget``: seconds of training, after which the epoch under way is
+    the last (the best epoch so far is kept and evaluated as usual).
+    ``progress=False`` draws no progress bars; ``loggers``: tensorboard | mlflow | csv.
+
+    Example:
+        >>> run = tl.train("examples/ahe-mini", image_size=64, head_epochs=1)  # doctest: +SKIP
+        >>> run.metrics["macro_f1"]  # doctest: +SKIP
+    """
+    from transferlab.pipeline import train_run
+    from transferlab.trackers import finish_run
+
+    named = {
+        "model.name": model,
+        "train.strategy": strategy,
+        "train.epochs": epochs,
+        "model.image_size": image_size,
+    }
+    cfg = build_config(data, config, **overrides, **{k: v for k, v in named.items() if v})
+    run_dir = Path(out) if out is not None else _fresh_out(data)
+    budget = [_time_budget(time_budget)] if time_budget is not None else []
+    cbs = _callbacks(progress, [*callbacks, *budget], loggers, run_dir)
+    result = train_run(cfg, run_dir, cbs)
+    finish_run(cbs, result.metrics)
+    return Run(run_dir, result.metrics)
+
+
+def resume(
+    run: PathLike,
+    *,
+    progress: bool = True,
+    loggers: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+) -> Run:
+    """Continue an interrupted run from its last checkpoint, as ``train --resume``.
+
+    Example:
+        >>> tl.resume("runs/demo")  # doctest: +SKIP
+    """
+    from transferlab.pipeline import resume_run
+    from transferlab.trackers import finish_run
+
+    run_dir = Path(run)
+    cbs = _callbacks(progress, callbacks, loggers, run_dir)
+    result = resume_run(run_dir, cbs)
+    finish_run(cbs, result.metrics)
+    return Run(run_dir, result.metrics)
+
+
+def load(path: PathLike, backend: str | None = None) -> Run | Model:
+    """A finished run folder as a :class:`Run`; a bundle folder or ``.onnx`` file as a
+    :class:`Model` (``backend``: torch | onnx).
+
+    Example:
+        >>> tl.load("runs/demo").metrics["accuracy"]  # doctest: +SKIP
+        >>> tl.load("demo.onnx").predict("examples/samples/capitol-dome.jpg")  # doctest: +SKIP
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "metrics.json").is_file() and backend is None:
+        return Run.open(p)
+    return Model.open(p, backend)
+
+
+def _experiment_file(experiment: Mapping[str, Any], out: Path) -> Path:
+    """A dict experiment as YAML in ``out``; its relative paths are taken from the current
+    folder (there is no file to be relative to)."""
+    import yaml
+
+    from transferlab.files import replace_when_done
+
+    raw = dict(experiment)
+    for key in ("dataset", "split_file", "baseline"):
+        if raw.get(key):
+            raw[key] = str(Path(raw[key]).expanduser().resolve())
+    raw.setdefault("name", out.resolve().name)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "experiment.yaml"
+    text = yaml.safe_dump(raw, sort_keys=False)
+    replace_when_done(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def compare(
+    experiment: PathLike | Mapping[str, Any],
+    out: PathLike,
+    *,
+    repeats: int | None = None,
+    baseline: PathLike | None = None,
+    baseline_run: str | None = None,
+    data: PathLike | None = None,
+    loggers: Sequence[str] = (),
+    fail_fast: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> Leaderboard:
+    """Train every configuration of an experiment on one split and write the leaderboard,
+    as ``transferlab compare``. ``experiment``: a YAML file or the same content as a dict.
+    Finished runs under ``out`` are skipped, interrupted ones resumed. A failed run is in
+    :attr:`Leaderboard.failed` (with ``fail_fast``, its error is raised).
+
+    Example:
+        >>> board = tl.compare({"dataset": "examples/ahe-mini",
+        ...     "base": {"model": {"image_size": 64}, "train": {"epochs": 1}},
+        ...     "axes": {"model.name": ["convnet1", "convnet2"]}}, out="runs/cmp")  # doctest: +SKIP
+        >>> board.rows[0]["name"]  # doctest: +SKIP
+    """
+    from transferlab.compare import run_experiment
+
+    out_dir = Path(out)
+    exp = plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
+    from transferlab.trackers import check_loggers, make_loggers
+
+    names = check_loggers(list(loggers))
+
+    def factory(run_dir: Path) -> list[Callback]:
+        from transferlab.progress import NotebookProgress
+
+        chosen: list[Callback] = [NotebookProgress()] if progress else []
+        return [*chosen, *callbacks, *make_loggers(names, run_dir)]
+
+    run_experiment(exp, out_dir, factory, fail_fast=fail_fast)
+    return Leaderboard.open(out_dir)
+
+
+def plan_experiment(
+    experiment: PathLike | Mapping[str, Any],
+    out: Path,
+    repeats: int | None = None,
+    baseline: PathLike | None = None,
+    baseline_run: str | None = None,
+    data: PathLike | None = None,
+) -> Any:
+    """Read and check an experiment (file or dict) with its baseline: what compare runs."""
+    from transferlab.compare import check_baseline, choose_baseline, load_experiment
+
+    file = (
+        Path(experiment)
+        if isinstance(experiment, str | Path)
+        else _experiment_file(experiment, out)
+    )
+    exp = load_experiment(file, repeats, Path(data) if data is not None else None)
+    exp = choose_baseline(exp, Path(baseline) if baseline else None, baseline_run)
+    check_baseline(exp)
+    return exp
+
+
+def models(offline: bool = False, pattern: str = "*") -> list[ModelInfo]:
+    """Backbone names (timm and ``tv/`` torchvision) matching a shell-style ``pattern``;
+    ``offline``: only those whose ImageNet weights need no network.
+
+    Example:
+        >>> [m.name for m in tl.models(offline=True)]  # doctest: +SKIP
+        ['tf_efficientnet_lite0', 'tf_efficientnet_lite1', 'tf_efficientnet_lite2']
+    """
+    from transferlab.models.registry import list_models
+
+    rows = list_models(offline=offline, pattern=pattern)
+    if not rows:
+        which = "model with offline weights" if offline else "model"
+        raise ConfigError(
+            f"--filter '{pattern}' matches no {which}; patterns are shell-style, "
+            "e.g. --filter 'resnet*' or --filter '*efficientnet*'"
+        )
+    return rows
+
+
+def lr_find(
+    data: PathLike,
+    out: PathLike = "lr-find",
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    config: RunConfig | Mapping[str, Any] | PathLike | None = None,
+    **overrides: Any,
+) -> LRFind:
+    """LR range test, as ``transferlab lr-find``: raise the LR exponentially over
+    mini-batches, write ``lr_find.csv`` and ``lr_find.png`` into ``out``, suggest an LR.
+
+    Example:
+        >>> tl.lr_find("examples/ahe-mini", image_size=64, steps=30).suggested_lr  # doctest: +SKIP
+    """
+    from transferlab.lr_find import check_range
+
+    check_range(start_lr, end_lr, steps)
+    cfg = build_config(data, config, **overrides)
+    return lr_find_config(cfg, Path(out), start_lr, end_lr, steps)
+
+
+def lr_find_config(cfg: RunConfig, out: Path, start_lr: float, end_lr: float, steps: int) -> LRFind:
+    """:func:`lr_find` on a built config (the CLI builds it with its option names)."""
+    from transferlab.lr_find import find_lr, write_csv, write_plot
+
+    result, ctx = find_lr(cfg, start_lr, end_lr, steps)
+    csv_path = write_csv(result, out / "lr_find.csv")
+    title = (
+        f"LR range test: {ctx['model']} ({ctx['weights']}), {ctx['optimizer']}, "
+        f"{ctx['image_size']} px"
+    )
+    return LRFind(result, ctx, csv_path, write_plot(result, out / "lr_find.png", title))

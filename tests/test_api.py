@@ -1,0 +1,238 @@
+"""The Python API (``import transferlab as tl``) on real tiny data: the same defaults, checks,
+errors and files as the CLI, and results that display themselves in Jupyter."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+import transferlab as tl
+from helpers import CLASSES
+from trained_model import held_out_photos, trained_run
+from transferlab.cli import app
+from transferlab.config import from_dict
+from transferlab.errors import ConfigError, DatasetError
+from transferlab.evaluate import evaluate_model
+
+TINY = {"model.name": "convnet1", "model.weights": "none", "model.image_size": 64}
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _logging(restore_transferlab_logging: None) -> None:
+    """In-process CLI calls reconfigure logging; restore it after each test."""
+
+
+def _text(html: str) -> str:
+    """The visible text of an HTML fragment (tags dropped, entities decoded)."""
+    return unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+def test_train_writes_a_run_with_the_cli_defaults(
+    class_folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    data = class_folders(per_class=6)
+    monkeypatch.chdir(tmp_path)
+    run = tl.train(data, image_size=64, epochs=1, head_epochs=1)
+    # out=None: a fresh folder under ./runs named after the data
+    assert run.path.parent == Path("runs") and run.path.name.startswith("data-")
+    # the same config as the CLI with the same options
+    flags = ["--image-size", "64", "--epochs", "1", "--head-epochs", "1", "-q"]
+    cli = CliRunner().invoke(app, ["train", str(data), "--out", "cli", *flags])
+    assert cli.exit_code == 0, cli.output
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert saved == yaml.safe_load(Path("cli/config.yaml").read_text())
+    assert saved["train"]["lr"] == from_dict({}).train.lr
+    # the results
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert isinstance(run.history[0]["val_loss"], float)
+    assert list(run.history_frame()["phase"]) == [h["phase"] for h in run.history]
+    assert set(run.per_class) == set(CLASSES)
+    assert len(run.confusion) == len(CLASSES)
+    assert sum(map(sum, run.confusion)) == run.metrics["num_images"]
+    assert run.report_path == run.path / "report.html"
+    assert run.model.class_names == sorted(CLASSES)
+    # progress bars drawn with tqdm, one per epoch
+    assert "epoch 2/2" in capsys.readouterr().err
+    # HTML: the report's summary, curves and per-class table, with the run's numbers
+    html = run._repr_html_()
+    text = _text(html)
+    assert f"{run.metrics['accuracy']:.3f}" in text
+    assert f"{run.metrics['macro_f1']:.3f}" in text
+    for name, stats in run.per_class.items():
+        assert re.search(rf"{re.escape(name)}\s+{stats['precision']:.3f}", text)
+    assert "Training curves" in text and html.count("<img") >= 3
+    assert isinstance(tl.load(run.path), tl.Run)
+
+
+def test_a_fresh_run_folder_never_clobbers(
+    class_folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transferlab.api import _fresh_out
+
+    monkeypatch.chdir(tmp_path)
+    first = _fresh_out("photos")
+    first.mkdir(parents=True)
+    second = _fresh_out("photos")
+    assert second != first and second.name.startswith(first.name)
+
+
+def test_settings_by_name_or_dotted_key_and_the_cli_error_lines(
+    class_folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = class_folders(per_class=2)
+    monkeypatch.chdir(tmp_path)
+    cfg = tl.build_config(data, epochs=3, label_smoothing=0.05, **{"augment.mixup": 0.2})
+    assert (cfg.train.epochs, cfg.train.label_smoothing, cfg.augment.mixup) == (3, 0.05, 0.2)
+    with pytest.raises(ConfigError, match="unknown setting 'lr_max'"):
+        tl.build_config(data, lr_max=1)
+    # the same one-line message as `transferlab train --set ...`
+    with pytest.raises(ConfigError) as caught:
+        tl.train(data, "unused", head_lr="-1", progress=False)  # as typed
+    cli = CliRunner().invoke(
+        app, ["train", str(data), "--out", "unused", "--set", "train.head_lr=-1"]
+    )
+    assert cli.exit_code == 2
+    assert " ".join(cli.output.split()) == f"error: {caught.value}"
+    assert not Path("unused").exists()
+    with pytest.raises(DatasetError):
+        tl.train(data / "nothing-here", "unused", progress=False)
+
+
+def test_time_budget_ends_training_after_the_epoch_it_ran_out(
+    class_folders, tmp_path: Path
+) -> None:
+    data = class_folders(per_class=4)
+    run = tl.train(
+        data,
+        tmp_path / "run",
+        strategy="scratch",
+        epochs=3,
+        time_budget=1e-6,
+        progress=False,
+        **TINY,
+    )
+    assert run.metrics["training"]["epochs"] == 1
+    with pytest.raises(ConfigError, match="time_budget"):
+        tl.train(data, tmp_path / "run2", time_budget=0, progress=False)
+
+
+def test_model_predicts_paths_pil_arrays_and_tensors_alike(run: Path) -> None:
+    model = tl.load(run / "model")
+    assert isinstance(model, tl.Model)
+    photo = held_out_photos("altar", 1)[0]
+    pil = Image.open(photo).convert("RGB")
+    array = np.array(pil)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    preds = model.predict([photo, pil, array, tensor], top_k=2)
+    assert len(preds) == 4
+    assert preds[0].path == str(photo) and preds[1].path == "<image 1>"
+    for p in preds[1:]:
+        assert p.labels == preds[0].labels
+        assert p.probabilities == pytest.approx(preds[0].probabilities, abs=2e-3)
+    html = preds._repr_html_()
+    assert html.count("<img") == 4  # every image inline, files and images in memory
+    assert f"{preds[0].probabilities[0]:.3f}" in _text(html)
+    assert preds.to_dicts()[0]["label"] == preds[0].label
+    with pytest.raises(ConfigError, match="3 x H x W"):
+        model.predict(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="--top-k"):
+        model.predict(photo, top_k=0)
+
+
+def test_model_evaluate_is_the_evaluate_command(run: Path, tmp_path: Path) -> None:
+    data = run.parent / "trained-run-data"
+    model = tl.load(run / "model")
+    assert isinstance(model, tl.Model)
+    ev = model.evaluate(data, out=tmp_path / "eval")
+    expected = evaluate_model(run / "model", data)
+    assert ev.accuracy == expected["accuracy"] and ev.per_class == expected["per_class"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    text = _text(ev._repr_html_())
+    assert f"{ev.macro_f1:.3f}" in text and "altar" in text
+    with pytest.raises(ConfigError, match="--split"):
+        model.evaluate(data, split="train")
+
+
+def test_model_export_to_onnx_loads_back(run: Path, tmp_path: Path) -> None:
+    model = tl.load(run / "model")
+    assert isinstance(model, tl.Model)
+    report = model.export(tmp_path / "m.onnx")
+    assert report.parity_max_abs_diff is not None and report.parity_max_abs_diff < 1e-4
+    onnx = tl.load(tmp_path / "m.onnx")
+    assert isinstance(onnx, tl.Model) and onnx.backend.name == "onnx"
+    photo = held_out_photos("stained_glass", 1)[0]
+    assert onnx.predict(photo)[0].label == model.predict(photo)[0].label
+
+
+def test_compare_a_dict_experiment_and_its_leaderboard(class_folders, tmp_path: Path) -> None:
+    data = class_folders(per_class=4)
+    experiment = {
+        "dataset": str(data),
+        "base": {
+            "model": {"name": "convnet1", "weights": "none", "image_size": 64},
+            "train": {"strategy": "scratch", "epochs": 1},
+        },
+        "axes": {"train.lr": [0.001, 0.01]},
+    }
+    board = tl.compare(experiment, tmp_path / "exp", progress=False)
+    assert len(board.rows) == 2 and not board.failed
+    assert {r["name"] for r in board.per_class} >= {r["name"] for r in board.rows}
+    text = _text(board._repr_html_())
+    for row in board.rows:
+        assert row["name"] in text and f"{row['macro_f1']:.3f}" in text
+    for cls in CLASSES:
+        assert cls in text
+    # the same folder again: nothing to train, the same leaderboard
+    again = tl.compare(experiment, tmp_path / "exp", progress=False)
+    assert again.rows == board.rows
+
+
+def test_models_and_lr_find(class_folders, tmp_path: Path) -> None:
+    names = [m.name for m in tl.models(offline=True)]
+    assert "tf_efficientnet_lite0" in names
+    with pytest.raises(ConfigError, match="matches no model"):
+        tl.models(pattern="no-such-model*")
+    found = tl.lr_find(class_folders(per_class=4), tmp_path / "lr", steps=8, **TINY)
+    assert found.suggested_lr > 0 and found.csv_path.is_file() and found.plot_path.is_file()
+    assert f"{found.suggested_lr:.2e}" in found._repr_html_()
+
+
+def test_public_names_have_docstrings_with_examples() -> None:
+    for name in tl.__all__:
+        obj = getattr(tl, name)
+        if callable(obj) and not name.endswith("Error") and name != "ImageLike":
+            assert obj.__doc__ and ">>>" in obj.__doc__, name
+
+
+def test_load_a_run_folder(run: Path) -> None:
+    loaded = tl.load(run)
+    assert isinstance(loaded, tl.Run)
+    assert loaded.metrics == json.loads((run / "metrics.json").read_text())
+    assert isinstance(tl.load(run, backend="torch"), tl.Model)  # a backend asks for the model
+    with pytest.raises(tl.BundleError):
+        tl.load(run / "no-such-folder")
+
+
+def test_functions_keep_their_names_after_their_modules_are_imported() -> None:
+    import transferlab.compare
+    import transferlab.lr_find
+    import transferlab.models.registry  # noqa: F401
+    from transferlab.compare import run_experiment
+
+    assert callable(run_experiment)
+    for name in ("compare", "models", "lr_find"):
+        assert getattr(tl, name) is getattr(tl.api, name), name
