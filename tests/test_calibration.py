@@ -4,12 +4,13 @@ calibration is known, and a really trained run (its val logits, metrics.json, bu
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from trained_model import trained_run
+from trained_model import CLASSES, held_out_photos, trained_run
 from transferlab.backends import load_backend
 from transferlab.bundle import load_bundle
 from transferlab.calibration import (
@@ -19,9 +20,11 @@ from transferlab.calibration import (
     reliability,
     risk_coverage,
 )
-from transferlab.data.split import read_split_csv
+from transferlab.data.discover import Sample
 from transferlab.data.store import decode_all
 from transferlab.engine import predict_logits
+
+HELD_OUT = 20  # example photos per class beyond the ones the tiny run trained on
 
 
 @pytest.fixture(scope="session")
@@ -99,37 +102,59 @@ def test_risk_coverage_is_monotone_and_ends_at_plain_accuracy() -> None:
     assert answered[-1]["accuracy"] > answered[0]["accuracy"]  # type: ignore[operator]
 
 
-def test_fitted_temperature_lowers_the_nll_of_real_val_logits(run: Path) -> None:
+def test_no_error_on_the_val_split_leaves_the_temperature_at_one() -> None:
+    # All right: the NLL keeps falling as T -> 0, which says nothing about new images.
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    assert fit_temperature(logits, torch.tensor([0, 1, 0])) == 1.0
+
+
+def _held_out_logits(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained model's logits on the 60 example photos it never saw."""
     bundle = load_bundle(run)
-    root = Path(json.loads((run / "model" / "model.json").read_text())["config"]["data"]["path"])
-    split = read_split_csv(run / "split.csv", root)
-    images, _ = decode_all(split.val, bundle.class_names, bundle.preprocessing, 4096)
-    logits = predict_logits(bundle.model, images, bundle.preprocessing, 16)
-    temperature = fit_temperature(logits, images.targets)
+    samples = [
+        Sample(path, label) for label in CLASSES for path in held_out_photos(label, HELD_OUT)
+    ]
+    images, skipped = decode_all(samples, bundle.class_names, bundle.preprocessing, 4096)
+    assert not skipped
+    return predict_logits(bundle.model, images, bundle.preprocessing, 32), images.targets
+
+
+def test_fitted_temperature_lowers_the_nll_of_real_logits(run: Path) -> None:
+    logits, targets = _held_out_logits(run)
+    assert (logits.argmax(1) != targets).any()  # some are wrong: the fit is meaningful
+    temperature = fit_temperature(logits, targets)
     assert temperature != 1.0
-    before = nll(logits.softmax(1), images.targets)
-    assert nll((logits / temperature).softmax(1), images.targets) < before
-    # The run stored that same temperature in its bundle and its metrics.
-    stored = bundle.meta["calibration"]["temperature"]
-    assert stored == pytest.approx(temperature, rel=1e-3)
+    before, after = logits.softmax(1), (logits / temperature).softmax(1)
+    assert nll(after, targets) < nll(before, targets)
+    assert torch.equal(after.argmax(1), before.argmax(1))  # the answers stay the same
 
 
 def test_a_run_records_calibration_before_and_after(run: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     cal = metrics["calibration"]
     assert cal["fitted_on"] == "val" and cal["measured_on"] == metrics["split"]
+    assert cal["fitted_images"] == metrics["training"]["images"]["val"]
     assert 0.0 <= cal["ece_after"] <= 1.0 and 0.0 <= cal["ece_before"] <= 1.0
     assert sum(cal["before"]["counts"]) == sum(cal["after"]["counts"]) == metrics["num_images"]
-    assert cal["temperature"] == load_bundle(run).meta["calibration"]["temperature"]
+    # T is fitted only when some val image is wrong (here val is also the measured split)
+    assert metrics["split"] == "val" and cal["fitted"] is (metrics["accuracy"] < 1.0)
+    if not cal["fitted"]:
+        assert cal["temperature"] == 1.0 and cal["ece_after"] == cal["ece_before"]
+    assert load_bundle(run).meta["calibration"]["temperature"] == cal["temperature"]
 
 
-def test_backends_apply_the_bundle_temperature(run: Path) -> None:
-    bundle = load_bundle(run)
-    temperature = bundle.meta["calibration"]["temperature"]
-    x = torch.rand(2, 3, bundle.preprocessing.input_size, bundle.preprocessing.input_size)
-    raw = bundle.model(x).softmax(1)
+def test_backends_apply_the_bundle_temperature(run: Path, tmp_path: Path) -> None:
+    bundle_dir = Path(shutil.copytree(run / "model", tmp_path / "model"))
+    meta = json.loads((bundle_dir / "model.json").read_text())
+    meta["calibration"]["temperature"] = 2.5
+    (bundle_dir / "model.json").write_text(json.dumps(meta))
+    bundle = load_bundle(bundle_dir)
+    size = bundle.preprocessing.input_size
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = (bundle.model(x) / 2.5).softmax(1)
     for name in ("torch", "onnx"):
-        backend = load_backend(run, name)
-        assert backend.temperature == temperature
-        calibrated = backend.calibrated_forward(x)
-        assert torch.allclose(calibrated, apply_temperature(raw, temperature), atol=1e-4), name
+        backend = load_backend(bundle_dir, name)
+        assert backend.temperature == 2.5
+        assert torch.allclose(backend.calibrated_forward(x), expected, atol=1e-4), name
+        assert not torch.allclose(backend.forward(x), expected, atol=1e-3), name

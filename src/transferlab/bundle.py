@@ -28,7 +28,7 @@ from torch import nn
 
 from transferlab import __version__
 from transferlab.data.transforms import Preprocessing
-from transferlab.errors import BundleError, ModelError
+from transferlab.errors import BundleError, ConfigError, ModelError
 from transferlab.files import replace_when_done
 from transferlab.models.registry import build_from_meta
 
@@ -190,6 +190,19 @@ def reject_below_of(meta: dict[str, Any], where: Path | str = META_FILE) -> floa
             "set it again with 'transferlab reject-below'"
         )
     return float(value)
+
+
+def set_reject_below(path: Path, value: float | None) -> Path:
+    """Store the bundle's default reject threshold (None: answer every image) in its
+    ``model.json``, rewritten atomically; returns that file."""
+    if value is not None and not 0 <= value <= 1:
+        raise ConfigError(f"reject threshold {value} is not a probability; give one in [0, 1]")
+    directory = find_bundle_dir(path)
+    meta = read_meta(directory)
+    meta["reject_below"] = value
+    text = json.dumps(meta, indent=2, ensure_ascii=False)
+    replace_when_done(directory / META_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    return directory / META_FILE
 
 
 def load_bundle(path: Path, device: str | torch.device = "cpu") -> Bundle:

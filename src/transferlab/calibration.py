@@ -61,9 +61,11 @@ def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, steps: int = 50) -> float:
     """The ``T`` minimising the NLL of ``softmax(logits / T)``; 1.0 when there is no data.
 
-    LBFGS on log T keeps T positive without a constraint.
+    LBFGS on log T keeps T positive without a constraint. When every image is classified
+    right, the NLL falls all the way to T -> 0 (certainty): that says nothing about the
+    images to come, so T stays 1 (typical of small validation splits).
     """
-    if len(logits) == 0:
+    if len(logits) == 0 or not has_errors(logits, targets):
         return 1.0
     # a clone: logits made under torch.inference_mode cannot take part in autograd
     logits, targets = logits.detach().float().clone(), targets.detach().long()
@@ -82,6 +84,11 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, steps: int = 50
     if not math.isfinite(value):
         return 1.0
     return min(max(value, low), high)
+
+
+def has_errors(logits: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether any image's top class is wrong (else temperature scaling is degenerate)."""
+    return bool((logits.argmax(dim=1) != targets.long()).any())
 
 
 def nll(probs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -119,7 +126,9 @@ def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS
     confidence, predicted = probs.float().max(dim=1)
     correct = (predicted == targets.long()).float()
     index = (confidence * bins).long().clamp(0, bins - 1)
-    counts, conf, acc = [], [], []
+    counts: list[int] = []
+    conf: list[float | None] = []
+    acc: list[float | None] = []
     ece = 0.0
     for b in range(bins):
         mask = index == b
@@ -147,21 +156,24 @@ def calibration_summary(
     """Fit T on the validation logits; NLL, ECE and reliability bins before and after,
     measured on the probabilities of ``eval_split`` (the test split when it has one)."""
     temperature = fit_temperature(val_logits, val_targets)
+    degenerate = len(val_logits) == 0 or not has_errors(val_logits, val_targets)
     before = eval_probs.float()
     after = apply_temperature(before, temperature)
-    summary = {
+    before_bins, after_bins = reliability(before, eval_targets), reliability(after, eval_targets)
+    return {
         "temperature": round(temperature, 6),
         "fitted_on": "val",
         "fitted_images": len(val_logits),
+        # why T is 1 when it was not fitted: no val images, or none of them wrong
+        "fitted": not degenerate,
         "measured_on": eval_split,
         "nll_before": round(nll(before, eval_targets), 6),
         "nll_after": round(nll(after, eval_targets), 6),
-        "before": reliability(before, eval_targets).to_dict(),
-        "after": reliability(after, eval_targets).to_dict(),
+        "ece_before": before_bins.ece,
+        "ece_after": after_bins.ece,
+        "before": before_bins.to_dict(),
+        "after": after_bins.to_dict(),
     }
-    summary["ece_before"] = summary["before"]["ece"]
-    summary["ece_after"] = summary["after"]["ece"]
-    return summary
 
 
 def risk_coverage(

@@ -11,6 +11,7 @@ import torch
 
 from transferlab import __version__
 from transferlab.backends import Backend, load_backend
+from transferlab.calibration import reliability, risk_coverage
 from transferlab.config import load_yaml
 from transferlab.data.discover import Sample, discover
 from transferlab.data.predictions import write_predictions
@@ -211,7 +212,10 @@ def evaluate_model(
     """Evaluate a model on labelled images; optionally write ``metrics.json`` into ``out``.
 
     With ``tta`` other than ``none`` the metrics are those with TTA, and ``metrics["tta"]``
-    compares them with plain centre-crop predictions on the same images. Macro averages
+    compares them with plain centre-crop predictions on the same images.
+    ``risk_coverage`` lists, for thresholds 0, 0.05, ..., 1 on the top probability, the share
+    of images answered (coverage) and their accuracy; ``ece`` is the calibration error of the
+    probabilities (with the model's temperature). Macro averages
     are over the classes with images in the data; ``training_images_evaluated`` counts
     evaluated images the model was trained on, where that can be known.
     """
@@ -220,6 +224,9 @@ def evaluate_model(
     images, described, skipped = load_eval_set(runner, model_path, data, which)
     probs = predict_set(runner, images, tta)
     metrics = score(probs, images, runner.class_names)
+    # how accuracy rises as low-confidence answers become "unknown", to choose --reject-below
+    metrics["risk_coverage"] = risk_coverage(probs, images.targets)
+    metrics["ece"] = reliability(probs, images.targets).ece
     if tta != "none":
         metrics["tta"] = tta_gain(runner, images, metrics, tta)
     metrics.update(

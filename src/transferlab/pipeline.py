@@ -301,6 +301,13 @@ def _calibrate(
     summary = calibration_summary(
         val_logits, val.targets, eval_probs, sets[eval_split].targets, eval_split
     )
+    if not summary["fitted"]:
+        logger.info(
+            "temperature left at 1: none of the %d val images was classified wrong, so they "
+            "cannot say how sure the model should be",
+            summary["fitted_images"],
+        )
+        return summary
     logger.info(
         "temperature %.3f (fitted on %d val images): ECE on %s %.4f -> %.4f",
         summary["temperature"],

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from transferlab.backends import Backend
+from transferlab.calibration import UNKNOWN, check_reject_below, is_rejected
 from transferlab.data.images import ImageReadError, is_image_file, load_image
 from transferlab.data.transforms import to_base
 from transferlab.errors import DatasetError
@@ -21,9 +22,13 @@ class Prediction:
     labels: list[str]
     probabilities: list[float]
     error: str | None = None
+    rejected: bool = False  # the top probability was below the reject threshold
 
     @property
     def label(self) -> str | None:
+        """The answer: the top class, or ``unknown`` when rejected."""
+        if self.rejected:
+            return UNKNOWN
         return self.labels[0] if self.labels else None
 
     def to_dict(self) -> dict[str, object]:
@@ -32,6 +37,7 @@ class Prediction:
             out["error"] = self.error
         else:
             out["label"] = self.label
+            out["rejected"] = self.rejected
             out["top_k"] = [
                 {"label": lab, "probability": round(p, 6)}
                 for lab, p in zip(self.labels, self.probabilities, strict=True)
@@ -69,8 +75,16 @@ def predict_files(
     k: int = 5,
     batch_size: int = 32,
     tta: str = "none",
+    reject_below: float | None = None,
 ) -> list[Prediction]:
-    """Predict each file; unreadable files get a Prediction with ``error`` set."""
+    """Predict each file; unreadable files get a Prediction with ``error`` set.
+
+    A file whose top probability is below ``reject_below`` (default: the model's own
+    ``reject_below``, if any; 0 answers every file) is answered ``unknown``, its top-k kept.
+    """
+    threshold = check_reject_below(reject_below)
+    if threshold is None:
+        threshold = backend.reject_below
     results: list[Prediction] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
@@ -93,5 +107,6 @@ def predict_files(
                 results.append(Prediction(str(p), [], [], errors[p]))
             else:
                 labels, probs = next(ranked)
-                results.append(Prediction(str(p), labels, probs))
+                rejected = is_rejected(probs[0], threshold)
+                results.append(Prediction(str(p), labels, probs, rejected=rejected))
     return results

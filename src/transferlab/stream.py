@@ -2,7 +2,8 @@
 
 Every ``every``-th frame is classified (the probabilities optionally averaged over the
 last ``smooth`` classified frames); every frame gets the current top label and its
-probability drawn in an opaque band at the top, and goes to a video file or a window.
+probability (or ``unknown`` below the reject threshold) drawn in an opaque band at the
+top, and goes to a video file or a window.
 The video file is written beside its name and renamed when the stream ends, so an
 existing file there is only ever replaced by a whole video, and never the one being read.
 """
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 from transferlab.backends import Backend
+from transferlab.calibration import UNKNOWN, check_reject_below, is_rejected
 from transferlab.data.transforms import to_base
 from transferlab.errors import ConfigError, DatasetError
 from transferlab.files import replace_when_done
@@ -40,8 +42,10 @@ class StreamOptions:
     output: Path | None = None  # annotated video; None shows a window
     max_frames: int | None = None
     tta: str = "none"
+    reject_below: float | None = None  # None: the model's own reject_below, if any
 
     def check(self) -> StreamOptions:
+        check_reject_below(self.reject_below)
         if self.every < 1 or self.smooth < 1:
             raise ConfigError("--every and --smooth must be at least 1")
         if self.max_frames is not None and self.max_frames < 1:
@@ -212,6 +216,7 @@ def _annotate_all(
     recent: deque[torch.Tensor] = deque(maxlen=options.smooth)
     writer = None
     text, label = "", None
+    threshold = backend.reject_below if options.reject_below is None else options.reject_below
     started = time.perf_counter()
     try:
         while options.max_frames is None or stats.frames < options.max_frames:
@@ -223,9 +228,12 @@ def _annotate_all(
                 probs = torch.stack(list(recent)).mean(0)
                 best = int(probs.argmax())
                 text = f"{backend.class_names[best]}  {float(probs[best]) * 100:.0f}%"
+                answer = backend.class_names[best]
+                if is_rejected(float(probs[best]), threshold):
+                    text = answer = UNKNOWN
                 stats.classified += 1
-                if backend.class_names[best] != label:
-                    label = backend.class_names[best]
+                if answer != label:
+                    label = answer
                     stats.label_changes.append({"frame": stats.frames, "label": label})
             annotate(frame, text)
             if video is not None:

@@ -13,6 +13,7 @@ from transferlab.cli import (  # noqa: F401  (registers commands)
     export,
     models,
     predict,
+    reject_below,
     report,
     serve,
     stream,

@@ -18,6 +18,7 @@ EVALUATE_EXAMPLES = """
   transferlab evaluate runs/demo/model --data new_photos/ --split all --out runs/demo/eval-new
   transferlab evaluate runs/demo --data examples/ahe-mini --tta five-crop
   transferlab evaluate model-int8.onnx --data examples/ahe-mini --split all
+  transferlab evaluate runs/demo --data examples/ahe-mini --json | jq .risk_coverage
 """
 
 
@@ -42,6 +43,17 @@ def tta_line(tta: dict[str, Any]) -> str:
     )
 
 
+def coverage_line(rows: list[dict[str, Any]]) -> str:
+    """A few points of the risk-coverage curve: what --reject-below P would answer and how
+    well (all of them are in --json and metrics.json)."""
+    shown = [r for r in rows if round(r["reject_below"] * 10, 6) % 1 == 0 and r["answered"]]
+    points = "; ".join(
+        f"{r['reject_below']:.1f}: {r['coverage']:.0%} answered, accuracy {r['accuracy']:.3f}"
+        for r in shown
+    )
+    return f"--reject-below P -> {points}"
+
+
 @app.command(epilog=EVALUATE_EXAMPLES)
 def evaluate(
     model: ModelArgument,
@@ -63,8 +75,10 @@ def evaluate(
 ) -> None:
     """Measure a trained model on labelled images: accuracy, per-class P/R/F1 with 95% CIs.
 
-    With --tta the metrics are those with test-time augmentation, and a last line compares
-    them with plain centre-crop predictions on the same images.
+    With --tta the metrics are those with test-time augmentation, and a line compares
+    them with plain centre-crop predictions on the same images. The last line shows, for
+    some thresholds P, the share of images --reject-below P would answer and their accuracy
+    (the whole risk-coverage curve is in --json and metrics.json), to choose P.
     """
     setup_logging(quiet, debug)
     with guard(debug):
@@ -83,3 +97,4 @@ def evaluate(
             out.print(note, highlight=False, soft_wrap=True)
         if "tta" in metrics:
             out.print(tta_line(metrics["tta"]), highlight=False)
+        out.print(coverage_line(metrics["risk_coverage"]), highlight=False, soft_wrap=True)

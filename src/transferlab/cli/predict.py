@@ -19,6 +19,7 @@ PREDICT_EXAMPLES = """
   transferlab predict runs/demo photos/ --backend onnx
   transferlab predict runs/demo photos/ --explain heat-maps/ --json
   transferlab predict model.onnx photos/
+  transferlab predict runs/demo photos/ --reject-below 0.6
 
 [bold]Exit codes[/bold]
 
@@ -73,6 +74,18 @@ def _explain(runner: Any, results: list[Any], out_dir: Path) -> dict[str, str]:
     return {r.path: str(png) for r, png in zip(done, pngs, strict=True)}
 
 
+RejectBelowOption = Annotated[
+    float | None,
+    typer.Option(
+        "--reject-below",
+        metavar="P",
+        help="Answer 'unknown' (top-k still listed) when the top probability is below P, in "
+        "[0, 1]. Default: the model's reject_below (set with 'transferlab reject-below'), "
+        "else none; 0 answers every image.",
+    ),
+]
+
+
 @app.command(epilog=PREDICT_EXAMPLES)
 def predict(
     model: ModelArgument,
@@ -80,6 +93,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show.")] = 3,
     tta: TtaOption = "none",
     backend: BackendOption = None,
+    reject_below: RejectBelowOption = None,
     explain: ExplainOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document with all predictions.")
@@ -91,6 +105,7 @@ def predict(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.backends import load_backend
+        from transferlab.calibration import check_reject_below
         from transferlab.errors import ConfigError, DatasetError
         from transferlab.predict import expand_inputs, predict_files
         from transferlab.tta import check_mode
@@ -98,6 +113,7 @@ def predict(
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1")
         check_mode(tta)
+        check_reject_below(reject_below)
         if explain is not None and (backend == "onnx" or model.suffix.lower() == ".onnx"):
             raise ConfigError(
                 "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime "
@@ -107,7 +123,7 @@ def predict(
         paths = expand_inputs(images)
         if not paths:
             raise DatasetError("no image files found in the given folders")
-        results = predict_files(runner, paths, top_k, tta=tta)
+        results = predict_files(runner, paths, top_k, tta=tta, reject_below=reject_below)
         explained = _explain(runner, results, explain) if explain is not None else {}
         if as_json:
             doc = {
@@ -129,6 +145,8 @@ def predict(
                 ranked = "  ".join(
                     f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probabilities, strict=True)
                 )
+                if r.rejected:  # the answer first, then the top-k it was not sure of
+                    ranked = f"{r.label}  {ranked}"
                 # Plain write: rich would expand the tab that scripts split on.
                 heat = f"\t{explained[r.path]}" if r.path in explained else ""
                 out.file.write(f"{r.path}\t{ranked}{heat}\n")

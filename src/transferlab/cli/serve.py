@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, err, guard, setup_logging
-from transferlab.cli.predict import BackendOption, ModelArgument, TtaOption
+from transferlab.cli.predict import BackendOption, ModelArgument, RejectBelowOption, TtaOption
 
 SERVE_EXAMPLES = """
 [bold]Examples[/bold]
@@ -16,6 +16,7 @@ SERVE_EXAMPLES = """
   transferlab serve runs/demo
   transferlab serve runs/demo --backend onnx --port 8080
   transferlab serve model.onnx --max-batch 8 --batch-window-ms 5
+  transferlab serve runs/demo --reject-below 0.6
   curl -F file=@examples/samples/capitol-dome.jpg 'http://127.0.0.1:8000/predict?top_k=3'
   curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/predict
 
@@ -41,6 +42,7 @@ def serve(
     backend: BackendOption = None,
     tta: TtaOption = "none",
     top_k: Annotated[int, typer.Option("--top-k", help="Classes returned by default.")] = 5,
+    reject_below: RejectBelowOption = None,
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest accepted upload; larger ones get 413.")
     ] = 10.0,
@@ -63,11 +65,13 @@ def serve(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.backends import load_backend
+        from transferlab.calibration import check_reject_below
         from transferlab.errors import ConfigError
         from transferlab.serve import ServeConfig, create_app
         from transferlab.tta import check_mode
 
         check_mode(tta)
+        check_reject_below(reject_below)
         if max_upload_mb <= 0 or max_pixels <= 0:
             raise ConfigError("--max-upload-mb and --max-pixels must be positive")
         if max_batch < 1 or batch_window_ms < 0 or top_k < 1:
@@ -84,6 +88,7 @@ def serve(
             tta=tta,
             max_batch=max_batch,
             batch_window_ms=batch_window_ms,
+            reject_below=reject_below,
         )
         application = create_app(runner, config)
         if not _is_loopback(host):

@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
-from transferlab.cli.predict import BackendOption, ModelArgument, TtaOption
+from transferlab.cli.predict import BackendOption, ModelArgument, RejectBelowOption, TtaOption
 
 STREAM_EXAMPLES = """
 [bold]Examples[/bold]
 
   transferlab stream runs/demo --source 0
   transferlab stream runs/demo --source walk.mp4 --output annotated.mp4 --every 3 --smooth 5
+  transferlab stream runs/demo --source walk.mp4 --output annotated.mp4 --reject-below 0.6
   transferlab stream model.onnx --source rtsp://127.0.0.1:8554/cam --output cam.mp4 \\
       --max-frames 600
 
@@ -41,6 +42,7 @@ def stream(
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
     backend: BackendOption = None,
     tta: TtaOption = "none",
+    reject_below: RejectBelowOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary (and label timeline) as JSON.")
     ] = False,
@@ -55,7 +57,7 @@ def stream(
         from transferlab.tta import check_mode
 
         check_mode(tta)
-        options = StreamOptions(every, smooth, output, max_frames, tta).check()
+        options = StreamOptions(every, smooth, output, max_frames, tta, reject_below).check()
         runner = load_backend(model, backend)
         stats = run_stream(runner, source, options)
         if as_json:

@@ -35,6 +35,7 @@ from starlette.types import Message
 
 from transferlab import __version__
 from transferlab.backends import Backend
+from transferlab.calibration import UNKNOWN, is_rejected
 from transferlab.data.images import ImageReadError, load_image_bytes
 from transferlab.data.transforms import to_base
 from transferlab.serve.page import INDEX_HTML
@@ -55,6 +56,7 @@ class ServeConfig:
     tta: str = "none"
     max_batch: int = 1  # > 1 turns on micro-batching
     batch_window_ms: float = 2.0  # how long the first request of a batch waits for others
+    reject_below: float | None = None  # None: the model's own reject_below, if any
 
 
 class Batcher:
@@ -262,17 +264,27 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     async def predict(
         request: Request,
         top_k: int = Query(cfg.top_k, ge=1, le=1000, description="How many classes to return."),
+        reject_below: float | None = Query(
+            None, ge=0, le=1, description="Answer 'unknown' below this top probability."
+        ),
     ) -> dict[str, Any]:
-        """Classify one image: labels and probabilities, best first."""
+        """Classify one image: labels and probabilities, best first; ``label`` is ``unknown``
+        (and ``rejected`` true) when the top probability is below the reject threshold."""
         started = time.perf_counter()
         data = await _image_bytes(request, cfg.max_upload_bytes)
         image = await run_in_threadpool(decode_upload, data, backend, cfg.max_pixels)
         probs = await batcher.submit(image)
+        threshold = next(
+            (t for t in (reject_below, cfg.reject_below, backend.reject_below) if t is not None),
+            None,
+        )
+        rejected = is_rejected(float(probs.max()), threshold)
         ranked = _ranked(backend, probs, top_k)
         return {
-            "label": ranked[0]["label"],
+            "label": UNKNOWN if rejected else ranked[0]["label"],
             "probability": ranked[0]["probability"],
             "top_k": ranked,
+            "rejected": rejected,
             "model": backend.architecture,
             "backend": backend.name,
             "milliseconds": round((time.perf_counter() - started) * 1000, 2),
