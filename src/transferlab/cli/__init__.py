@@ -9,6 +9,7 @@ import transferlab.cli.audit  # noqa: F401  (registers audit)
 import transferlab.cli.lr_find  # noqa: F401  (registers lr-find)
 from transferlab.cli import (  # noqa: F401  (registers commands)
     compare,
+    crop,
     evaluate,
     export,
     models,
