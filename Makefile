@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-## test: lint, type-check and the whole test suite (what CI runs)
-test: lint
+## docs: the documentation site into build/site, offline; --strict: a broken reference fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
+
+## test: lint, type-check, the docs and the whole test suite, notebooks included (what CI runs)
+test: lint docs
 	bash scripts/system-deps.sh
 	$(BIN)/pytest
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs build/site .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """transferlab: a folder of labelled images in, a trusted classifier out.
 
-Example:
+Examples:
     >>> import transferlab as tl
     >>> run = tl.train("examples/ahe-mini", image_size=64, epochs=1)  # doctest: +SKIP
     >>> run.model.predict("examples/samples/capitol-dome.jpg")  # doctest: +SKIP

@@ -1,6 +1,6 @@
 """The Python API: ``import transferlab as tl``; the CLI is a thin layer over it.
 
-Example:
+Examples:
     >>> import transferlab as tl
     >>> run = tl.train("examples/ahe-mini", image_size=64, epochs=1)  # doctest: +SKIP
     >>> run.metrics["macro_f1"]  # doctest: +SKIP
@@ -70,7 +70,7 @@ __all__ = [
 class Run:
     """A finished run folder (what ``transferlab train`` writes).
 
-    Example:
+    Examples:
         >>> run = tl.load("runs/demo")  # doctest: +SKIP
         >>> run.metrics["accuracy"], run.per_class["altar"]["f1"]  # doctest: +SKIP
         >>> run  # in Jupyter: summary, curves and per-class table  # doctest: +SKIP
@@ -142,7 +142,7 @@ class Predictions(list["Prediction"]):
     """Predictions in input order (each a :class:`transferlab.predict.Prediction`: ``path``,
     ``label``, ``labels``, ``probabilities``, ``error``); display themselves in Jupyter.
 
-    Example:
+    Examples:
         >>> preds = model.predict(["a.jpg", "b.jpg"], top_k=2)  # doctest: +SKIP
         >>> preds[0].label, preds[0].probabilities  # doctest: +SKIP
     """
@@ -165,7 +165,7 @@ class Predictions(list["Prediction"]):
 class Evaluation:
     """What :meth:`Model.evaluate` measured (``metrics`` as ``evaluate --json`` prints it).
 
-    Example:
+    Examples:
         >>> ev = model.evaluate("examples/ahe-mini")  # doctest: +SKIP
         >>> ev.accuracy, ev.macro_f1  # doctest: +SKIP
     """
@@ -201,7 +201,7 @@ class Leaderboard:
     macro_f1, their 95% CIs, f1 per class, ...); ``per_class``: the per-class F1 table,
     one dict per run (and the baseline, when there is one); ``failed``: runs that failed.
 
-    Example:
+    Examples:
         >>> exp = "examples/experiments/ahe-backbones.yaml"
         >>> board = tl.compare(exp, out="runs/bb")  # doctest: +SKIP
         >>> [(r["name"], r["macro_f1"]) for r in board.rows]  # doctest: +SKIP
@@ -235,7 +235,7 @@ class LRFind:
     """An LR range test: the suggestion (``result.suggestion``, with its reason), the curve
     in ``result`` and where its CSV and plot were written; displays the plot in Jupyter.
 
-    Example:
+    Examples:
         >>> found = tl.lr_find("examples/ahe-mini", image_size=64, steps=30)  # doctest: +SKIP
         >>> found.suggested_lr, found.result.suggestion.reason  # doctest: +SKIP
     """
@@ -266,7 +266,7 @@ def _escape(text: str) -> str:
 class Model:
     """A trained model: a bundle folder, a run folder or an exported ``.onnx`` file.
 
-    Example:
+    Examples:
         >>> model = tl.load("runs/demo/model")  # doctest: +SKIP
         >>> model.predict(["examples/samples/capitol-dome.jpg"], top_k=3)  # doctest: +SKIP
         >>> model.evaluate("examples/ahe-mini").macro_f1  # doctest: +SKIP
@@ -298,7 +298,7 @@ class Model:
         ``tta``: none | flip | five-crop | ten-crop. An unreadable file gets a prediction
         with ``error`` set, as in ``transferlab predict``.
 
-        Example:
+        Examples:
             >>> model.predict("examples/samples/capitol-dome.jpg")[0].label  # doctest: +SKIP
         """
         from transferlab.predict import predict_files
@@ -344,7 +344,7 @@ class Model:
         ``split``: auto | test | val | all, as ``transferlab evaluate --split``; ``out``:
         also write ``metrics.json`` and ``predictions.csv`` there.
 
-        Example:
+        Examples:
             >>> model.evaluate("examples/ahe-mini", split="all").accuracy  # doctest: +SKIP
         """
         from transferlab.evaluate import evaluate_model
@@ -374,7 +374,7 @@ class Model:
         """Export to ONNX or TorchScript (optionally int8 or pruned), checked against
         PyTorch on real images, as ``transferlab export``; returns its report.
 
-        Example:
+        Examples:
             >>> model.export("demo.onnx").parity_max_abs_diff  # doctest: +SKIP
         """
         from transferlab.export import ExportOptions, export_model
@@ -498,7 +498,7 @@ def build_config(
     sections as a dict) < ``settings`` (``epochs=2`` or ``**{"train.lr": 3e-4}``), through
     the one coercion point :func:`transferlab.config.from_dict`.
 
-    Example:
+    Examples:
         >>> tl.build_config("photos", epochs=2, label_smoothing=0.05).train.epochs  # doctest: +SKIP
         2
     """
@@ -572,7 +572,7 @@ def train(
     the last (the best epoch so far is kept and evaluated as usual).
     ``progress=False`` draws no progress bars; ``loggers``: tensorboard | mlflow | csv.
 
-    Example:
+    Examples:
         >>> run = tl.train("examples/ahe-mini", image_size=64, head_epochs=1)  # doctest: +SKIP
         >>> run.metrics["macro_f1"]  # doctest: +SKIP
     """
@@ -603,7 +603,7 @@ def resume(
 ) -> Run:
     """Continue an interrupted run from its last checkpoint, as ``train --resume``.
 
-    Example:
+    Examples:
         >>> tl.resume("runs/demo")  # doctest: +SKIP
     """
     from transferlab.pipeline import resume_run
@@ -620,7 +620,7 @@ def load(path: PathLike, backend: str | None = None) -> Run | Model:
     """A finished run folder as a :class:`Run`; a bundle folder or ``.onnx`` file as a
     :class:`Model` (``backend``: torch | onnx).
 
-    Example:
+    Examples:
         >>> tl.load("runs/demo").metrics["accuracy"]  # doctest: +SKIP
         >>> tl.load("demo.onnx").predict("examples/samples/capitol-dome.jpg")  # doctest: +SKIP
     """
@@ -667,7 +667,7 @@ def compare(
     Finished runs under ``out`` are skipped, interrupted ones resumed. A failed run is in
     :attr:`Leaderboard.failed` (with ``fail_fast``, its error is raised).
 
-    Example:
+    Examples:
         >>> board = tl.compare({"dataset": "examples/ahe-mini",
         ...     "base": {"model": {"image_size": 64}, "train": {"epochs": 1}},
         ...     "axes": {"model.name": ["convnet1", "convnet2"]}}, out="runs/cmp")  # doctest: +SKIP
@@ -717,7 +717,7 @@ def models(offline: bool = False, pattern: str = "*") -> list[ModelInfo]:
     """Backbone names (timm and ``tv/`` torchvision) matching a shell-style ``pattern``;
     ``offline``: only those whose ImageNet weights need no network.
 
-    Example:
+    Examples:
         >>> [m.name for m in tl.models(offline=True)]  # doctest: +SKIP
         ['tf_efficientnet_lite0', 'tf_efficientnet_lite1', 'tf_efficientnet_lite2']
     """
@@ -746,7 +746,7 @@ def lr_find(
     """LR range test, as ``transferlab lr-find``: raise the LR exponentially over
     mini-batches, write ``lr_find.csv`` and ``lr_find.png`` into ``out``, suggest an LR.
 
-    Example:
+    Examples:
         >>> tl.lr_find("examples/ahe-mini", image_size=64, steps=30).suggested_lr  # doctest: +SKIP
     """
     from transferlab.lr_find import check_range
