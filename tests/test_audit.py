@@ -6,6 +6,7 @@ photo among clearly separable classes (cleanlab)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -198,3 +199,36 @@ def test_train_strict_stops_on_a_label_conflict_before_writing(tmp_path: Path) -
     assert "conflict.jpg" in line and "Traceback" not in result.output
     # Nothing written (the CLI's tracker set-up may leave the --out folder, empty).
     assert not out.exists() or not any(out.iterdir())
+
+
+# --- evaluate recognises copies of training images ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trained_model import trained_run
+
+    return trained_run(tmp_path_factory)
+
+
+def test_evaluate_warns_about_copies_of_training_images_in_another_folder(
+    run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trained_model import CLASSES, held_out_photos
+    from transferlab.evaluate import evaluate_model, run_split
+
+    found = run_split(run)
+    assert found is not None
+    train = found[1].train
+    folder = tmp_path / "elsewhere"
+    for label in CLASSES:
+        (folder / label).mkdir(parents=True)
+        for p in held_out_photos(label, 2):
+            shutil.copy(p, folder / label / p.name)
+    shutil.copy(train[0].path, folder / train[0].label / "copy.jpg")
+    _resized_png(train[1].path, folder / train[1].label / "smaller.png")
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        metrics = evaluate_model(run, folder, "all")
+    assert metrics["training_images_evaluated"] == 1  # the byte-for-byte copy
+    assert metrics["near_copies_of_training_images"] == 2  # and the resized one
+    assert "2 of the 8 evaluated images are copies (exact or resized)" in caplog.text

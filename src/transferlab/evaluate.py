@@ -21,7 +21,7 @@ from transferlab.errors import DatasetError
 from transferlab.files import replace_when_done
 from transferlab.metrics import classification_report
 from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
-from transferlab.provenance import count_known, decode_training_images
+from transferlab.provenance import PHASH_KEY, count_known, decode_phashes, decode_training_images
 from transferlab.tta import check_mode
 
 logger = logging.getLogger(__name__)
@@ -201,6 +201,26 @@ def _check_training_images(
         )
 
 
+def _check_near_copies(metrics: dict[str, Any], runner: Backend, images: ImageSet) -> None:
+    """Record (and warn) how many evaluated images are copies of training images, resized
+    or re-encoded ones too, by the perceptual hashes a run stores in its bundle."""
+    reference = decode_phashes(runner.meta.get(PHASH_KEY))
+    if reference is None or metrics["evaluated"].startswith("the run's"):
+        return  # no hashes stored, or the run's own split (copies kept in one split)
+    from transferlab.audit.hashes import all_facts, near_any
+
+    facts = [f for f in all_facts([s.path for s in images.samples]) if not f.error]
+    near = int(near_any([f.phash for f in facts if not f.flat], reference).sum())
+    metrics["near_copies_of_training_images"] = near
+    if near:
+        logger.warning(
+            "%d of the %d evaluated images are copies (exact or resized) of this model's "
+            "training images; 'transferlab audit' lists duplicates",
+            near,
+            len(images),
+        )
+
+
 def evaluate_model(
     model_path: Path,
     data: Path,
@@ -242,6 +262,7 @@ def evaluate_model(
     )
     _warn_absent(metrics)
     _check_training_images(metrics, model_path, runner, data, images)
+    _check_near_copies(metrics, runner, images)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / "predictions.csv", images, probs, runner.class_names, data)

@@ -26,13 +26,12 @@ from transferlab.audit.duplicates import (
     group_pairs,
     same_digest_pairs,
 )
-from transferlab.audit.hashes import FileFacts, all_facts, hamming_pairs
+from transferlab.audit.hashes import PHASH_DISTANCE, FileFacts, all_facts, hamming_pairs
 from transferlab.data.discover import Sample, discover
 from transferlab.data.split import read_split_csv
 
 logger = logging.getLogger(__name__)
 
-PHASH_DISTANCE = 4  # bits of 64: resized and re-encoded copies are 0-2 apart, others ~30
 # Pooled-feature cosine from which two images are near-copies: 80-90 % crops of the small
 # example photos score 0.86-0.92 at 96 px, different photos of one class at most ~0.77.
 COSINE_SIMILARITY = 0.85

@@ -23,6 +23,7 @@ from transferlab.provenance import bytes_digest
 
 EXIF_ORIENTATION = 0x0112
 FLAT_STDDEV = 2.0  # grey levels
+PHASH_DISTANCE = 4  # bits of 64: resized and re-encoded copies are 0-2 apart, others ~30
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,15 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 2048) -> n
         keep = i < j
         found.append(np.stack([i[keep], j[keep]], axis=1))
     return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+
+
+def near_any(
+    query: Sequence[int], reference: Sequence[int], max_distance: int = PHASH_DISTANCE
+) -> np.ndarray:
+    """For each ``query`` hash, whether a ``reference`` hash is at most ``max_distance``
+    bits away."""
+    q = np.asarray(query, dtype=np.uint64)
+    ref = np.asarray(reference, dtype=np.uint64)
+    if not len(q) or not len(ref):
+        return np.zeros(len(q), dtype=bool)
+    return np.array([bool((np.bitwise_count(h ^ ref) <= max_distance).any()) for h in q])
