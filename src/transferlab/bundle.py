@@ -2,6 +2,8 @@
 
 ``model.json`` holds what ``predict``, ``evaluate``, ``export`` and ``serve`` need: the
 architecture, class names in index order and the preprocessing, plus a training summary.
+``display_names`` (same order) are what people read; the class names (folder names) stay
+the keys.
 
 A bundle of a timm architecture with timm's own (linear) classifier also holds timm's
 Hugging Face ``config.json`` (architecture, num_classes, label_names, pretrained_cfg with the
@@ -51,6 +53,20 @@ class Bundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def display_names(self) -> list[str]:
+        return display_names(self.meta)
+
+
+def display_names(meta: dict[str, Any]) -> list[str]:
+    """The classes as people read them, in index order (``class_names`` stay the keys);
+    bundles from before display names, or with a damaged list, show the folder names."""
+    classes = [str(c) for c in meta["class_names"]]
+    shown = meta.get("display_names")
+    if isinstance(shown, list) and len(shown) == len(classes):
+        return [str(s) for s in shown]
+    return classes
 
 
 def timm_rebuildable(model: nn.Module, architecture: str, extra: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from transferlab.bundle import save_bundle
 from transferlab.calibration import apply_temperature, calibration_summary
 from transferlab.config import RunConfig, from_dict, load_yaml
 from transferlab.data.augment import AugmentSpec, resolve_augment
+from transferlab.data.class_names import resolve_display_names
 from transferlab.data.predictions import write_predictions
 from transferlab.data.split import write_split_csv
 from transferlab.data.store import ImageSet
@@ -89,9 +90,10 @@ class _Plan:
     device: torch.device
     augment: AugmentSpec
     phases: list[Phase]
+    display_names: list[str]  # the classes as people read them (data.class_names)
 
 
-def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
+def _plan(cfg: RunConfig, setup: RunSetup) -> _Plan:
     """Every phase is applied to the model once, so that a phase that cannot be set up
     (e.g. --trainable-groups beyond the model's groups) fails before the run folder exists;
     which parameters train is put back as it was."""
@@ -103,6 +105,8 @@ def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
         ) from None
     augment = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
     phases = plan_phases(cfg.train, augment=augment.enabled)
+    model, classes = setup.model, setup.split.classes
+    display = resolve_display_names(classes, data_root(cfg), cfg.data.class_names)
     trainable = [p.requires_grad for p in model.parameters()]
     for phase in phases:
         apply_phase(model, phase)
@@ -113,7 +117,17 @@ def _plan(cfg: RunConfig, model: torch.nn.Module) -> _Plan:
             )
     for p, flag in zip(model.parameters(), trainable, strict=True):
         p.requires_grad_(flag)
-    return _Plan(device, augment, phases)
+    return _Plan(device, augment, phases, display or list(classes))
+
+
+def _absolute_class_names(cfg: RunConfig) -> RunConfig:
+    """config.yaml keeps the display-names file by its absolute path, so that a resumed
+    run finds it from any working directory."""
+    names = cfg.data.class_names
+    if not names:
+        return cfg
+    absolute = str(Path(names).expanduser().resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=absolute))
 
 
 def train_run(
@@ -123,9 +137,9 @@ def train_run(
     the model and the training phases have been checked. ``write_report=False`` leaves
     ``report.html`` to the caller (compare writes it once the speed is measured)."""
     restart = _check_out_dir(out)
-    cfg = resolve_config(cfg)
+    cfg = _absolute_class_names(resolve_config(cfg))
     setup = setup_run(cfg)
-    plan = _plan(cfg, setup.model)
+    plan = _plan(cfg, setup)
     if restart:
         _clear_unstarted(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +169,7 @@ def resume_run(
         cfg, data=dataclasses.replace(cfg.data, split_file=str(run_dir / "split.csv"))
     )
     setup = setup_run(use)
-    plan = _plan(cfg, setup.model)
+    plan = _plan(cfg, setup)
     checkpoint = load_checkpoint(last)
     logger.info("resuming %s after epoch %d", run_dir, int(checkpoint["epoch"]))
     return _fit_and_finish(cfg, setup, plan, run_dir, callbacks, checkpoint, write_report)
@@ -204,7 +218,9 @@ def _fit_and_finish(
     probs = apply_temperature(raw, calibration["temperature"])
     replace_when_done(
         out / "predictions.csv",
-        lambda tmp: write_predictions(tmp, sets[eval_split], probs, class_names, data_root(cfg)),
+        lambda tmp: write_predictions(
+            tmp, sets[eval_split], probs, class_names, data_root(cfg), plan.display_names
+        ),
     )
     total, _ = count_parameters(model)
     summary = {
@@ -229,6 +245,7 @@ def _fit_and_finish(
             "data_summary": setup.split.counts(),
             "data_audit": setup.audit.to_metrics() if setup.audit else None,
             "calibration": calibration,
+            "display_names": plan.display_names,
         }
     )
     save_bundle(
@@ -240,6 +257,7 @@ def _fit_and_finish(
         extra={
             "head": setup.head.to_dict(),
             **_training_images(setup),
+            "display_names": plan.display_names,
             "model_kwargs": dict(cfg.model.kwargs),
             "training": summary,
             "config": cfg.to_dict(),

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from transferlab.backends import Backend
+from transferlab.bundle import display_names
 from transferlab.calibration import UNKNOWN, check_reject_below, is_rejected
 from transferlab.data.transforms import to_base
 from transferlab.errors import ConfigError, DatasetError
@@ -214,6 +215,7 @@ def _annotate_all(
     """Annotate frames into ``video`` (None: the window) until the stream ends; fails if
     there was not one frame (so that no empty video replaces ``options.output``)."""
     recent: deque[torch.Tensor] = deque(maxlen=options.smooth)
+    shown = display_names(backend.meta)  # the overlay shows what people read
     writer = None
     text, label = "", None
     threshold = backend.reject_below if options.reject_below is None else options.reject_below
@@ -227,7 +229,7 @@ def _annotate_all(
                 recent.append(classify_frame(backend, frame, options.tta))
                 probs = torch.stack(list(recent)).mean(0)
                 best = int(probs.argmax())
-                text = f"{backend.class_names[best]}  {float(probs[best]) * 100:.0f}%"
+                text = f"{shown[best]}  {float(probs[best]) * 100:.0f}%"
                 answer = backend.class_names[best]
                 if is_rejected(float(probs[best]), threshold):
                     text = answer = UNKNOWN

@@ -51,6 +51,15 @@ TtaOption = Annotated[
 ]
 
 
+def _with_display(doc: dict[str, Any], shown: dict[str, str]) -> dict[str, Any]:
+    """A prediction's JSON with each class's display name beside its label (the key);
+    a label that is no class (such as an answer of "unknown") shows as itself."""
+    if "label" in doc:
+        doc["display"] = shown.get(doc["label"], doc["label"])
+        doc["top_k"] = [{**t, "display": shown.get(t["label"], t["label"])} for t in doc["top_k"]]
+    return doc
+
+
 ExplainOption = Annotated[
     Path | None,
     typer.Option(
@@ -105,6 +114,7 @@ def predict(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.backends import load_backend
+        from transferlab.bundle import display_names
         from transferlab.calibration import check_reject_below
         from transferlab.errors import ConfigError, DatasetError
         from transferlab.predict import expand_inputs, predict_files
@@ -124,6 +134,7 @@ def predict(
         if not paths:
             raise DatasetError("no image files found in the given folders")
         results = predict_files(runner, paths, top_k, tta=tta, reject_below=reject_below)
+        shown = dict(zip(runner.class_names, display_names(runner.meta), strict=True))
         explained = _explain(runner, results, explain) if explain is not None else {}
         if as_json:
             doc = {
@@ -131,7 +142,7 @@ def predict(
                 "backend": runner.name,
                 "tta": tta,
                 "predictions": [
-                    r.to_dict()
+                    _with_display(r.to_dict(), shown)
                     | ({"explanation": explained[r.path]} if r.path in explained else {})
                     for r in results
                 ],
@@ -143,7 +154,8 @@ def predict(
                     err.print(f"warning: {r.path}: {r.error}", highlight=False)
                     continue
                 ranked = "  ".join(
-                    f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probabilities, strict=True)
+                    f"{shown.get(lab, lab)} {p:.3f}"
+                    for lab, p in zip(r.labels, r.probabilities, strict=True)
                 )
                 if r.rejected:  # the answer first, then the top-k it was not sure of
                     ranked = f"{r.label}  {ranked}"

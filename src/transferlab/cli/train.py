@@ -30,6 +30,7 @@ TRAIN_EXAMPLES = """
   transferlab train labels.csv --out runs/c --model tf_efficientnet_lite2
   transferlab train photos/ --out runs/d --split-file runs/demo/split.csv
   transferlab train photos/ --out runs/e --config runs/demo/config.yaml --lr 5e-4
+  transferlab train flowers/ --out runs/fl --class-names flowers/cat_to_name.json
 
 [bold]Any config key: --set section.key=value[/bold]
 
@@ -191,6 +192,10 @@ def train(
     strict: Annotated[
         bool | None,
         Key("data.strict", "--strict", help="Stop on copies across splits or labels."),
+    ] = None,
+    class_names: Annotated[
+        Path | None,
+        Key("data.class_names", help="Display names: words.txt, cat_to_name.json or JSON."),
     ] = None,
     precision: Annotated[str | None, Key("train.precision", help="fp32 | bf16 (autocast).")] = None,
     logger: Annotated[

@@ -186,7 +186,7 @@ def _discover_tiny_imagenet(root: Path) -> Discovery:
     return Discovery(root, "tiny-imagenet", samples, skipped)
 
 
-def _is_tiny_imagenet(root: Path) -> bool:
+def is_tiny_imagenet(root: Path) -> bool:
     train = root / "train"
     if not train.is_dir() or not (root / "wnids.txt").is_file():
         return False
@@ -203,7 +203,7 @@ def discover(path: Path | str) -> Discovery:
         if root.suffix.lower() in (".csv", ".tsv", ".txt"):
             return _check(_discover_csv(root))
         raise DatasetError(f"{root} is a file; give a folder of class folders or a path,label CSV")
-    if _is_tiny_imagenet(root):
+    if is_tiny_imagenet(root):
         return _check(_discover_tiny_imagenet(root))
     skipped: list[tuple[Path, str]] = []
     split_dirs = _find_split_dirs(root)

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
 THUMB_PX = 160
+HEAT_MAPS = 6  # Grad-CAM maps for the first top losses only: a report stays quick to build
 
 
 @dataclass
@@ -298,16 +299,31 @@ def gap_section(run: RunFiles, built: Built) -> None:
     built.sections.append(html.Section("gap", "Generalisation gap", note + html.figures(tag)))
 
 
+def shown_names(metrics: dict[str, Any]) -> dict[str, str]:
+    """Folder name -> display name (``display_names`` in metrics.json, in class order);
+    runs from before display names show their folder names."""
+    names = [str(c) for c in metrics.get("class_names") or metrics.get("per_class") or []]
+    display = metrics.get("display_names")
+    if isinstance(display, list) and len(display) == len(names):
+        return {c: str(d) for c, d in zip(names, display, strict=True)}
+    return {c: c for c in names}
+
+
 def confusion_section(run: RunFiles, built: Built) -> None:
     names = list(run.metrics.get("class_names", []))
     cm = np.asarray(run.metrics.get("confusion_matrix", []), dtype=np.int64)
     if cm.size == 0:
         return
     norm = stats.row_normalise(cm)
+    show = shown_names(run.metrics)
+    labels = [show.get(c, c) for c in names]
     tags = [
-        _fig(built, "confusion_counts", plots.confusion_heatmap(cm, names, False), "counts"),
+        _fig(built, "confusion_counts", plots.confusion_heatmap(cm, labels, False), "counts"),
         _fig(
-            built, "confusion_normalised", plots.confusion_heatmap(norm, names, True), "normalised"
+            built,
+            "confusion_normalised",
+            plots.confusion_heatmap(norm, labels, True),
+            "normalised",
         ),
     ]
     pairs = stats.confused_pairs(cm, names)
@@ -326,13 +342,34 @@ def confusion_section(run: RunFiles, built: Built) -> None:
             + html.figures(*tags),
         )
     )
-    rows = [[p.true, p.predicted, str(p.count), f"{p.share:.0%}"] for p in pairs]
+    rows = [
+        [*(show.get(c, c) for c in (p.true, p.predicted)), str(p.count), f"{p.share:.0%}"]
+        for p in pairs
+    ]
     body = (
         html.table(["true class", "predicted as", "images", "share of true class"], rows)
         if rows
         else html.note("no confusions: every image was classified correctly")
     )
     built.sections.append(html.Section("confused-pairs", "Most-confused classes", body))
+
+
+def _loss_heat_maps(run: RunFiles, worst: list[Any], root: Path | None) -> list[bytes | None]:
+    """Grad-CAM overlays of the predicted class for the first top losses; none (a warning,
+    never a failed report) when the run has no usable bundle or the model has no maps."""
+    if not worst or not (run.run_dir / "model").is_dir():
+        return []
+    from transferlab.explain import heat_map_pngs
+
+    items = [
+        (Path(w.path) if Path(w.path).is_absolute() or root is None else root / w.path, w.predicted)
+        for w in worst[:HEAT_MAPS]
+    ]
+    try:
+        return heat_map_pngs(run.run_dir / "model", items)
+    except Exception as exc:  # an explanation is an extra: any failure leaves it out
+        logger.warning("report: no Grad-CAM maps for the top losses (%s)", exc)
+        return []
 
 
 def losses_section(run: RunFiles, built: Built, top_k: int) -> None:
@@ -342,6 +379,8 @@ def losses_section(run: RunFiles, built: Built, top_k: int) -> None:
         return
     worst = stats.top_losses(run.predictions, top_k)
     root = run.data_root
+    show = shown_names(run.metrics)
+    heats = _loss_heat_maps(run, worst, root)
     cards, entries = [], []
     for i, loss in enumerate(worst):
         path = Path(loss.path)
@@ -350,21 +389,37 @@ def losses_section(run: RunFiles, built: Built, top_k: int) -> None:
         name = f"top_losses/{i:02d}.png" if png else None
         if png and name:
             built.thumbs[name] = png
-            picture = html.img(png, f"{loss.label} predicted as {loss.predicted}")
+            picture = html.img(
+                png,
+                f"{show.get(loss.label, loss.label)} predicted as "
+                f"{show.get(loss.predicted, loss.predicted)}",
+            )
         else:
             picture = '<div class="missing">image not found</div>'
+        heat = heats[i] if i < len(heats) else None
+        heat_name = f"top_losses/{i:02d}.gradcam.png" if heat else None
+        if heat and heat_name:
+            built.thumbs[heat_name] = heat
+            picture += html.img(heat, f"Grad-CAM: where the model saw {loss.predicted}")
         verdict = "" if loss.label == loss.predicted else ' class="bad"'
         cards.append(
-            f'<div class="thumb">{picture}<div>true <b>{escape(loss.label)}</b></div>'
-            f"<div{verdict}>predicted {escape(loss.predicted)} ({loss.confidence:.2f})</div>"
+            f'<div class="thumb">{picture}<div>true '
+            f"<b>{escape(show.get(loss.label, loss.label))}</b></div><div{verdict}>predicted "
+            f"{escape(show.get(loss.predicted, loss.predicted))} ({loss.confidence:.2f})</div>"
             f"<div>p(true) {loss.p_true:.3f} · loss {loss.loss:.2f}</div>"
             f'<div class="path">{escape(loss.path)}</div></div>'
         )
-        entries.append({**loss.to_dict(), "thumbnail": name})
+        entries.append({**loss.to_dict(), "thumbnail": name, "gradcam": heat_name})
     built.data["top_losses"] = entries
     note = html.note(
         f"The {len(worst)} evaluated images the model was most wrong about (highest "
         "cross-entropy): often mislabelled, ambiguous or out-of-distribution photos."
+        + (
+            f" Below the first {len(heats)}: a Grad-CAM heat map of where the model looked for "
+            "the class it predicted (red: most)."
+            if any(heats)
+            else ""
+        )
     )
     body = note + '<div class="gallery">' + "".join(cards) + "</div>"
     built.sections.append(html.Section("top-losses", "Top losses", body))
@@ -378,7 +433,32 @@ def calibration_of(run: RunFiles, bins: int) -> stats.Calibration | None:
     return stats.calibration(conf, correct, bins)
 
 
-def calibration_section(cal: stats.Calibration | None, built: Built) -> None:
+def temperature_parts(scaling: dict[str, Any] | None, built: Built) -> tuple[str, list[str]]:
+    """A sentence on temperature scaling and the reliability diagram from before it
+    (``calibration`` in metrics.json); nothing for runs from before temperature scaling."""
+    if not scaling or "before" not in scaling:
+        return "", []
+    built.data["temperature_scaling"] = scaling
+    if not scaling.get("fitted", True):
+        return html.note(
+            f"Temperature scaling: none of the {scaling['fitted_images']} val images was "
+            "classified wrong, so the temperature stayed at 1 (they cannot say how sure the "
+            "model should be)."
+        ), []
+    before = stats.Calibration(**scaling["before"])
+    tag = _fig(built, "reliability_before", plots.reliability_diagram(before), "before scaling")
+    text = html.note(
+        f"Temperature scaling: T = <b>{scaling['temperature']:.3f}</b>, fitted on "
+        f"{scaling['fitted_images']} val images; on the {escape(str(scaling['measured_on']))} "
+        f"split ECE <b>{scaling['ece_before']:.3f}</b> before (left) and "
+        f"<b>{scaling['ece_after']:.3f}</b> after (right, the probabilities the model gives)."
+    )
+    return text, [tag]
+
+
+def calibration_section(
+    cal: stats.Calibration | None, built: Built, scaling: dict[str, Any] | None = None
+) -> None:
     if cal is None:
         return
     tag = _fig(built, "reliability", plots.reliability_diagram(cal), "reliability diagram")
@@ -388,7 +468,9 @@ def calibration_section(cal: stats.Calibration | None, built: Built) -> None:
         "the average distance between how confident the model is and how often it is right. "
         "Bars below the diagonal mean over-confidence."
     )
-    built.sections.append(html.Section("calibration", "Calibration", note + html.figures(tag)))
+    scaled, before = temperature_parts(scaling, built)
+    body = note + scaled + html.figures(*before, tag)
+    built.sections.append(html.Section("calibration", "Calibration", body))
 
 
 def per_class_section(run: RunFiles, built: Built) -> None:
@@ -400,9 +482,10 @@ def per_class_section(run: RunFiles, built: Built) -> None:
         c = s.get("ci95", {}).get(key)
         return f"{c[0]:.2f}–{c[1]:.2f}" if c else ""
 
+    show = shown_names(run.metrics)
     rows = [
         [
-            name,
+            show.get(name, name),
             _f(s["precision"]),
             ci(s, "precision"),
             _f(s["recall"]),
@@ -432,7 +515,7 @@ def per_class_section(run: RunFiles, built: Built) -> None:
         built,
         "per_class_f1",
         plots.per_class_f1(
-            names,
+            [show.get(c, c) for c in names],
             [per_class[c]["f1"] for c in names],
             [per_class[c].get("ci95", {}).get("f1") for c in names],
         ),
@@ -447,10 +530,15 @@ def per_class_section(run: RunFiles, built: Built) -> None:
 def data_section(run: RunFiles, built: Built) -> None:
     counts: dict[str, dict[str, int]] = run.metrics.get("data_summary", {})
     skipped = run.metrics.get("skipped", [])
+    show = shown_names(run.metrics)
     parts = []
     if counts:
         rows = [
-            [c, *[str(v.get(s, 0)) for s in ("train", "val", "test")], str(sum(v.values()))]
+            [
+                show.get(c, c),
+                *[str(v.get(s, 0)) for s in ("train", "val", "test")],
+                str(sum(v.values())),
+            ]
             for c, v in counts.items()
         ]
         totals = [sum(v.get(s, 0) for v in counts.values()) for s in ("train", "val", "test")]
@@ -471,6 +559,39 @@ def data_section(run: RunFiles, built: Built) -> None:
     built.sections.append(html.Section("data", "Data", "".join(parts)))
 
 
+def _copies(group: dict[str, Any]) -> str:
+    members = zip(group["files"], group["labels"], group["splits"], strict=True)
+    return "; ".join(f"{Path(f).name} [{label}/{split}]" for f, label, split in members)
+
+
+def audit_section(run: RunFiles, built: Built) -> None:
+    """The hash checks train ran before splitting: copies kept in one split, and the
+    leaks and label conflicts the split could not remove."""
+    audit = run.metrics.get("data_audit")
+    if not isinstance(audit, dict):
+        return  # data.audit off, or a run from before the checks
+    groups = audit.get("problem_groups") or []
+    parts = [
+        html.cards(
+            [
+                ("duplicate groups", str(audit.get("duplicate_groups", 0)), "kept in one split"),
+                ("label conflicts", str(audit.get("label_conflicts", 0)), "copies, two labels"),
+                ("leaks", str(audit.get("leaks", 0)), "copies across splits"),
+            ]
+        ),
+        html.note(
+            f"Content digests and perceptual hashes of every image, {audit.get('seconds', 0)} s; "
+            "copies of one image were kept in one split. Leaks are copies that given splits "
+            "(folders, --split-file) put apart; 'transferlab audit DATA --html' shows all."
+        ),
+    ]
+    rows = [[g["where"], _copies(g)] for g in groups]
+    if rows:
+        parts.append(html.table(["where", "copies [label/split]"], rows))
+    built.data["data_audit"] = audit
+    built.sections.append(html.Section("data-audit", "Data audit", "".join(parts)))
+
+
 def build_report(run: RunFiles, window: int = 20, top_k: int = 12, bins: int = 15) -> Built:
     """Compute, draw and lay out a run's report in memory (no files written)."""
     built = Built()
@@ -481,9 +602,10 @@ def build_report(run: RunFiles, window: int = 20, top_k: int = 12, bins: int = 1
     gap_section(run, built)
     confusion_section(run, built)
     losses_section(run, built, top_k)
-    calibration_section(cal, built)
+    calibration_section(cal, built, run.metrics.get("calibration"))
     per_class_section(run, built)
     data_section(run, built)
+    audit_section(run, built)
     return built
 
 

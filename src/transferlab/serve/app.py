@@ -35,6 +35,7 @@ from starlette.types import Message
 
 from transferlab import __version__
 from transferlab.backends import Backend
+from transferlab.bundle import display_names
 from transferlab.calibration import UNKNOWN, is_rejected
 from transferlab.data.images import ImageReadError, load_image_bytes
 from transferlab.data.transforms import to_base
@@ -206,16 +207,24 @@ _PREDICT_BODY = {
 }
 
 
-def _ranked(backend: Backend, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+def _ranked(backend: Backend, probs: np.ndarray, k: int, shown: list[str]) -> list[dict[str, Any]]:
+    """Best first: ``label`` (the folder name, the key tools use), ``display`` (the name
+    people read) and the probability."""
     order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(probs)))]
     return [
-        {"label": backend.class_names[i], "probability": round(float(probs[i]), 6)} for i in order
+        {
+            "label": backend.class_names[i],
+            "display": shown[i],
+            "probability": round(float(probs[i]), 6),
+        }
+        for i in order
     ]
 
 
 def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     """A FastAPI app serving ``backend`` with the limits of ``config``."""
     cfg = config or ServeConfig()
+    shown = display_names(backend.meta)
     batcher = Batcher(
         lambda batch: backend.predict(batch, cfg.tta), cfg.max_batch, cfg.batch_window_ms / 1000
     )
@@ -255,6 +264,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
     async def model() -> dict[str, Any]:
         return {
             **backend.describe(),
+            "display_names": shown,
             "tta": cfg.tta,
             "limits": asdict(cfg),
             "served": {"batches": batcher.batches, "images": batcher.images},
@@ -279,9 +289,10 @@ def create_app(backend: Backend, config: ServeConfig | None = None) -> FastAPI:
             None,
         )
         rejected = is_rejected(float(probs.max()), threshold)
-        ranked = _ranked(backend, probs, top_k)
+        ranked = _ranked(backend, probs, top_k, shown)
         return {
             "label": UNKNOWN if rejected else ranked[0]["label"],
+            "display": UNKNOWN if rejected else ranked[0]["display"],
             "probability": ranked[0]["probability"],
             "top_k": ranked,
             "rejected": rejected,

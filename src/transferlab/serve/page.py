@@ -64,7 +64,7 @@ fetch("model").then((r) => r.json()).then((m) => {
 }).catch(() => { $("model").textContent = "model information unavailable"; });
 
 function showBars(result) {
-  $("top-label").textContent = result.label;
+  $("top-label").textContent = result.display || result.label;
   const rows = $("rows");
   rows.replaceChildren();
   for (const item of result.top_k) {
@@ -75,7 +75,7 @@ function showBars(result) {
     name.className = "name";
     const label = document.createElement("span");
     label.className = "label";
-    label.textContent = item.label;
+    label.textContent = item.display || item.label;
     const value = document.createElement("span");
     value.textContent = pct + "%";
     name.append(label, value);
