@@ -232,3 +232,39 @@ def test_evaluate_warns_about_copies_of_training_images_in_another_folder(
     assert metrics["training_images_evaluated"] == 1  # the byte-for-byte copy
     assert metrics["near_copies_of_training_images"] == 2  # and the resized one
     assert "2 of the 8 evaluated images are copies (exact or resized)" in caplog.text
+
+
+def test_train_reports_a_conflict_keeps_copies_together_and_shows_it_in_the_report(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transferlab.config import from_dict
+    from transferlab.pipeline import train_run
+
+    data = _conflicting_data(tmp_path / "data")
+    first = sorted((data / "apse").iterdir())[0]
+    _resized_png(first, data / "apse" / "smaller.png")
+    cfg = from_dict(
+        {},
+        {
+            "data.path": str(data),
+            "model.image_size": 64,
+            "train.strategy": "linear-probe",
+            "train.epochs": 1,
+            "train.batch_size": 8,
+            "train.device": "cpu",
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        result = train_run(cfg, tmp_path / "run")
+    assert "1 across classes (first: " in caplog.text and "--strict" in caplog.text
+    audit = result.metrics["data_audit"]
+    assert (audit["label_conflicts"], audit["leaks"], audit["duplicate_groups"]) == (1, 0, 2)
+    rows = (tmp_path / "run" / "split.csv").read_text("utf-8").splitlines()
+    split_of = {r.split(",")[0]: r.split(",")[-1] for r in rows[1:]}
+    assert split_of[f"apse/{first.name}"] == split_of["apse/smaller.png"]
+    assert (
+        split_of["apse/conflict.jpg"]
+        == split_of[f"altar/{sorted((data / 'altar').iterdir())[0].name}"]
+    )
+    page = (tmp_path / "run" / "report.html").read_text("utf-8")
+    assert 'id="data-audit"' in page and "conflict.jpg [apse/" in page
