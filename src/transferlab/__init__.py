@@ -4,29 +4,20 @@ Examples:
     >>> import transferlab as tl
     >>> run = tl.train("examples/ahe-mini", image_size=64, epochs=1)  # doctest: +SKIP
     >>> run.model.predict("examples/samples/capitol-dome.jpg")  # doctest: +SKIP
+
+The Python API (:mod:`transferlab.api`) is loaded on first use, the lazy loading of
+Scientific Python's SPEC 1 (types in ``__init__.pyi``): ``import transferlab`` stays quick,
+and the modules that read ``transferlab.__version__`` do not pull in the training pipeline
+through this package.
 """
 
-__version__ = "0.1.0"  # before the imports below: modules they load read it
+from __future__ import annotations
 
-import sys as _sys
-import types as _types
+import importlib
+import sys
+import types
+from typing import Any
 
-from transferlab.api import (
-    Evaluation,
-    ImageLike,
-    Leaderboard,
-    LRFind,
-    Model,
-    Predictions,
-    Run,
-    build_config,
-    compare,
-    load,
-    lr_find,
-    models,
-    resume,
-    train,
-)
 from transferlab.errors import (
     BundleError,
     ConfigError,
@@ -36,21 +27,16 @@ from transferlab.errors import (
     WeightsError,
 )
 
-__all__ = [
-    "BundleError",
-    "ConfigError",
-    "DatasetError",
+__version__ = "0.1.0"
+
+_API = (
     "Evaluation",
     "ImageLike",
     "LRFind",
     "Leaderboard",
     "Model",
-    "ModelError",
     "Predictions",
     "Run",
-    "TransferlabError",
-    "WeightsError",
-    "__version__",
     "build_config",
     "compare",
     "load",
@@ -58,20 +44,42 @@ __all__ = [
     "models",
     "resume",
     "train",
+)
+
+__all__ = [
+    "BundleError",
+    "ConfigError",
+    "DatasetError",
+    "ModelError",
+    "TransferlabError",
+    "WeightsError",
+    "__version__",
+    *_API,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module("transferlab.api"), name)
+    raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
 
 # The functions compare, models and lr_find share their names with submodules
 # (transferlab.compare, transferlab.models, transferlab.lr_find). Importing a submodule sets
-# it as an attribute of this package, which would replace the function: the package keeps
-# the function instead (``from transferlab.compare import ...`` still finds the module).
+# it as an attribute of this package, which would hide the function: the package refuses
+# it (``from transferlab.compare import ...`` still finds the module in sys.modules).
 _SHADOWED = frozenset({"compare", "models", "lr_find"})
 
 
-class _Package(_types.ModuleType):
+class _Package(types.ModuleType):
     def __setattr__(self, name: str, value: object) -> None:
-        if name in _SHADOWED and isinstance(value, _types.ModuleType):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
 
-_sys.modules[__name__].__class__ = _Package
+sys.modules[__name__].__class__ = _Package

@@ -273,16 +273,29 @@ class Model:
         >>> model.export("demo.onnx")  # doctest: +SKIP
     """
 
-    def __init__(self, path: Path, backend: Backend) -> None:
-        self.path = path
-        self.backend = backend
+    def __init__(self, path: PathLike, backend: str | None = None) -> None:
+        """``backend``: torch | onnx (default: onnx for ``.onnx`` files, else torch). The
+        model is loaded when first needed (evaluate and export load it themselves);
+        :meth:`open` loads it at once."""
+        self.path = Path(path)
+        self.backend_name = backend
+        self._backend: Backend | None = None
 
     @classmethod
     def open(cls, path: PathLike, backend: str | None = None) -> Model:
-        """Load with ``backend`` ``torch`` or ``onnx`` (default: onnx for ``.onnx`` files)."""
+        """Load the model now, so that a missing or damaged one fails here."""
+        model = cls(path, backend)
+        model.backend  # noqa: B018  (loads it)
+        return model
+
+    @property
+    def backend(self) -> Backend:
+        """The inference backend (PyTorch or ONNX Runtime) with the model loaded."""
         from transferlab.backends import load_backend
 
-        return cls(Path(path), load_backend(Path(path), backend))
+        if self._backend is None:
+            self._backend = load_backend(self.path, self.backend_name)
+        return self._backend
 
     @property
     def class_names(self) -> list[str]:
@@ -321,9 +334,7 @@ class Model:
                 shown.append(image)
         return Predictions(out, shown)
 
-    def _predict_image(
-        self, image: Image.Image, index: int, top_k: int, tta: str
-    ) -> Prediction:
+    def _predict_image(self, image: Image.Image, index: int, top_k: int, tta: str) -> Prediction:
         from transferlab.data.transforms import to_base
         from transferlab.predict import Prediction
         from transferlab.predict import top_k as rank
@@ -351,13 +362,9 @@ class Model:
 
         if split not in ("auto", "test", "val", "all"):
             raise ConfigError(f"--split '{split}' is not one of: auto, test, val, all")
+        backend = self._backend.name if self._backend is not None else self.backend_name
         metrics = evaluate_model(
-            self.path,
-            Path(data),
-            split,
-            Path(out) if out is not None else None,
-            self.backend.name,
-            tta,
+            self.path, Path(data), split, Path(out) if out is not None else None, backend, tta
         )
         return Evaluation(metrics)
 
@@ -391,9 +398,11 @@ class Model:
         return export_model(self.path, options)
 
     def __repr__(self) -> str:
+        if self._backend is None:
+            return f"Model({str(self.path)!r}, backend={self.backend_name})"
         return (
-            f"Model({str(self.path)!r}, {self.backend.architecture}, "
-            f"{len(self.class_names)} classes, backend={self.backend.name})"
+            f"Model({str(self.path)!r}, {self._backend.architecture}, "
+            f"{len(self.class_names)} classes, backend={self._backend.name})"
         )
 
 
