@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from typer.testing import CliRunner
 
 from helpers import truncated_jpeg
 from trained_model import CLASSES, IMAGE_SIZE, held_out_photos, trained_run
-
 from transferlab.bundle import load_bundle
 from transferlab.cli import app
 from transferlab.config import from_dict
@@ -22,6 +22,7 @@ from transferlab.errors import ModelError
 from transferlab.explain import center_view, grad_cam, target_layer
 from transferlab.models.registry import create_model
 from transferlab.pipeline import train_run
+from transferlab.report.run_report import HEAT_MAPS, write_run_report
 
 SIZE = 64
 SQUARE = 14
@@ -158,3 +159,30 @@ def test_predict_explain_with_onnx_is_one_line_and_exit_2(run: Path, tmp_path: P
     assert err.strip().count("\n") == 0
     assert "--explain needs the torch backend" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_report_top_losses_show_grad_cam_maps(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    html = write_run_report(copy).read_text(encoding="utf-8")
+    losses = json.loads((copy / "report" / "report.json").read_text(encoding="utf-8"))
+    named = [e["gradcam"] for e in losses["top_losses"] if e["gradcam"]]
+    assert len(named) == min(HEAT_MAPS, len(losses["top_losses"]))
+    for name in named:
+        with Image.open(copy / "report" / name) as img:
+            assert (img.format, img.size) == ("PNG", (IMAGE_SIZE, IMAGE_SIZE))
+    assert html.count('alt="Grad-CAM: where the model saw') == len(named)
+
+
+def test_report_without_a_usable_model_leaves_the_maps_out_with_a_warning(
+    run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "model" / "model.safetensors").unlink()
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        write_run_report(copy)
+    losses = json.loads((copy / "report" / "report.json").read_text(encoding="utf-8"))
+    assert losses["top_losses"]
+    assert not any(e["gradcam"] for e in losses["top_losses"])
+    assert "no Grad-CAM maps for the top losses" in caplog.text

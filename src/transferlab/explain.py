@@ -166,3 +166,34 @@ def write_explanations(
         written.append(save_png(_free_name(out_dir, path.stem, taken), rgb))
         logger.debug("explained %s as %s", path, label)
     return written
+
+
+def heat_map_pngs(bundle_dir: Path, items: Sequence[tuple[Path, str]]) -> list[bytes | None]:
+    """PNG overlays (centre view) of each photo's map for its class, from the bundle in
+    ``bundle_dir``; None for a photo that cannot be read or a label that is no class.
+    One batched Grad-CAM pass: a report pays for one backward, not one per photo."""
+    import io
+
+    from transferlab.bundle import load_bundle
+    from transferlab.data.images import ImageReadError, load_image
+
+    bundle = load_bundle(bundle_dir)
+    names, prep = bundle.class_names, bundle.preprocessing
+    views: dict[int, tuple[np.ndarray, torch.Tensor, int]] = {}
+    for i, (path, label) in enumerate(items):
+        try:
+            img = load_image(path)
+        except ImageReadError:
+            continue
+        if label in names:
+            views[i] = (*center_view(img, prep), names.index(label))
+    if not views:
+        return [None] * len(items)
+    x = torch.cat([v[1] for v in views.values()])
+    heats = grad_cam(bundle.model.eval(), x, [v[2] for v in views.values()])
+    pngs: list[bytes | None] = [None] * len(items)
+    for (i, (rgb, _, _)), heat in zip(views.items(), heats, strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(overlay(rgb, heat)).save(buf, format="PNG")
+        pngs[i] = buf.getvalue()
+    return pngs
