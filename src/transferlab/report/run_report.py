@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
 THUMB_PX = 160
-HEAT_MAPS = 6  # Grad-CAM maps for the first top losses only: a report stays quick to build
+HEAT_MAPS = 4  # Grad-CAM maps for the first top losses only: a report stays quick to build
 
 
 @dataclass
