@@ -268,3 +268,16 @@ def test_train_reports_a_conflict_keeps_copies_together_and_shows_it_in_the_repo
     )
     page = (tmp_path / "run" / "report.html").read_text("utf-8")
     assert 'id="data-audit"' in page and "conflict.jpg [apse/" in page
+
+
+def test_strict_without_the_checks_is_refused_in_one_line(tmp_path: Path) -> None:
+    from transferlab.cli import app
+
+    data = _conflicting_data(tmp_path / "data")
+    args = ["train", str(data), "--out", str(tmp_path / "run"), "--strict"]
+    result = runner.invoke(app, [*args, "--set", "data.audit=false"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == "error: --strict needs the data checks; drop --set data.audit=false"
+    )
