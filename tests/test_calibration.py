@@ -3,8 +3,10 @@ calibration is known, and a really trained run (its val logits, metrics.json, bu
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,13 @@ from transferlab.calibration import (
     reliability,
     risk_coverage,
 )
+from transferlab.config import from_dict
 from transferlab.data.discover import Sample
+from transferlab.data.images import load_image
 from transferlab.data.store import decode_all
+from transferlab.data.transforms import to_base
 from transferlab.engine import predict_logits
+from transferlab.pipeline import train_run
 
 HELD_OUT = 20  # example photos per class beyond the ones the tiny run trained on
 
@@ -39,14 +45,14 @@ def _sampled(logits: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def test_ece_of_a_hand_made_case() -> None:
-    # Four images at confidence 0.9 (3 right) and two at 0.6 (both right), 10 bins:
-    # |0.75 - 0.9| * 4/6 + |1.0 - 0.6| * 2/6 = 0.1 + 0.1333 = 0.2333
-    probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.4, 0.6]] * 2)
+    # Four images at confidence 0.85 (3 right) and two at 0.65 (both right), 10 bins:
+    # |0.75 - 0.85| * 4/6 + |1.0 - 0.65| * 2/6 = 0.0667 + 0.1167 = 0.1833
+    probs = torch.tensor([[0.85, 0.15]] * 4 + [[0.35, 0.65]] * 2)
     targets = torch.tensor([0, 0, 0, 1, 1, 1])
     rel = reliability(probs, targets, bins=10)
-    assert rel.ece == pytest.approx(0.15 * 4 / 6 + 0.4 * 2 / 6, abs=1e-6)
-    assert rel.counts[9] == 4 and rel.counts[6] == 2 and sum(rel.counts) == 6
-    assert rel.accuracy[9] == pytest.approx(0.75) and rel.confidence[6] == pytest.approx(0.6)
+    assert rel.ece == pytest.approx(0.1 * 4 / 6 + 0.35 * 2 / 6, abs=1e-6)
+    assert rel.counts[8] == 4 and rel.counts[6] == 2 and sum(rel.counts) == 6
+    assert rel.accuracy[8] == pytest.approx(0.75) and rel.confidence[6] == pytest.approx(0.65)
     assert rel.accuracy[0] is None  # empty bins say so, not 0
 
 
@@ -158,3 +164,38 @@ def test_backends_apply_the_bundle_temperature(run: Path, tmp_path: Path) -> Non
         assert backend.temperature == 2.5
         assert torch.allclose(backend.calibrated_forward(x), expected, atol=1e-4), name
         assert not torch.allclose(backend.forward(x), expected, atol=1e-3), name
+
+
+def test_a_run_with_val_errors_fits_t_and_its_report_shows_before_and_after(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    # One head epoch at 64 px on look-alike classes: far from perfect, so T has errors to
+    # fit on.
+    data = class_folders(per_class=6, classes=("apse", "dome(inner)", "vault", "altar"))
+    cfg = from_dict(
+        {},
+        {
+            "data.path": str(data),
+            "data.val_fraction": 0.34,
+            "data.test_fraction": 0.0,
+            "model.image_size": 64,
+            "train.epochs": 0,
+            "train.head_epochs": 1,
+            "train.batch_size": 8,
+            "train.device": "cpu",
+        },
+    )
+    run = train_run(cfg, tmp_path / "run").run_dir
+    cal = json.loads((run / "metrics.json").read_text())["calibration"]
+    assert cal["fitted"] is True and cal["temperature"] != 1.0
+    assert cal["nll_after"] < cal["nll_before"]  # fitted and measured on val here
+    assert load_bundle(run).meta["calibration"]["temperature"] == cal["temperature"]
+    # predictions.csv holds the probabilities the bundle gives (T applied)
+    row = next(csv.DictReader((run / "predictions.csv").open()))
+    backend = load_backend(run)
+    image = to_base(load_image(data / row["path"]), backend.preprocessing)
+    assert float(row["confidence"]) == pytest.approx(float(backend.predict(image).max()), abs=1e-3)
+    html = (run / "report.html").read_text()
+    assert f"T = <b>{cal['temperature']:.3f}</b>" in html
+    assert f"ECE <b>{cal['ece_before']:.3f}</b> before" in html
+    assert (run / "report" / "reliability_before.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,9 @@ Temperature scaling (Guo et al., 2017) divides the logits by one scalar ``T`` fi
 the validation split by minimising the negative log-likelihood; it never changes which
 class is on top, only how sure the model says it is. It is written here because it is a
 dozen lines of torch and no well-kept library offers it without heavy dependencies
-(netcal pulls in pyro and tikz tooling; torchmetrics only measures calibration).
+(netcal, the package for it, pulls in pyro-ppl and tikzplotlib; torchmetrics only
+measures calibration). ECE and the reliability bins are the report's own
+(:func:`transferlab.report.stats.calibration`).
 
 A threshold ``P`` on the top probability turns a prediction below it into ``unknown``
 (:func:`is_rejected`); :func:`risk_coverage` says, for each ``P``, how many images keep
@@ -15,18 +17,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from transferlab.errors import ConfigError
+from transferlab.report.stats import Calibration, calibration
 
 logger = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"  # the answer below the reject threshold
-ECE_BINS = 15  # the usual choice (Guo et al.); equal-width bins over [0, 1]
+ECE_BINS = 15  # the usual choice (Guo et al.) and the report's default
 TEMPERATURE_RANGE = (0.05, 20.0)  # outside it the fit is degenerate (e.g. a perfect val set)
 
 
@@ -97,53 +99,12 @@ def nll(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(-picked.log().mean())
 
 
-@dataclass(frozen=True)
-class Reliability:
-    """Equal-width confidence bins: how sure the model said it was vs how often it was right."""
-
-    edges: list[float]
-    counts: list[int]
-    confidence: list[float | None]  # mean top probability in each bin (None: empty)
-    accuracy: list[float | None]
-    ece: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "edges": self.edges,
-            "counts": self.counts,
-            "confidence": self.confidence,
-            "accuracy": self.accuracy,
-            "ece": self.ece,
-        }
-
-
-def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> Reliability:
-    """Reliability bins and the expected calibration error of ``probs`` (N, C).
-
-    ECE = sum over bins of (share of images in the bin) * |accuracy - mean confidence|;
-    a confidence of exactly 1.0 falls in the last bin, 0.0 in the first.
-    """
+def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> Calibration:
+    """Reliability bins and the expected calibration error (ECE) of ``probs`` (N, C): the
+    report's own equal-width binning, so metrics.json and report.html give the same ECE."""
     confidence, predicted = probs.float().max(dim=1)
-    correct = (predicted == targets.long()).float()
-    index = (confidence * bins).long().clamp(0, bins - 1)
-    counts: list[int] = []
-    conf: list[float | None] = []
-    acc: list[float | None] = []
-    ece = 0.0
-    for b in range(bins):
-        mask = index == b
-        n = int(mask.sum())
-        counts.append(n)
-        if n == 0:
-            conf.append(None)
-            acc.append(None)
-            continue
-        mean_conf, mean_acc = float(confidence[mask].mean()), float(correct[mask].mean())
-        conf.append(round(mean_conf, 6))
-        acc.append(round(mean_acc, 6))
-        ece += n / len(probs) * abs(mean_acc - mean_conf)
-    edges = [round(b / bins, 6) for b in range(bins + 1)]
-    return Reliability(edges, counts, conf, acc, round(ece, 6))
+    correct = (predicted == targets.long()).tolist()
+    return calibration(confidence.double().tolist(), correct, bins)
 
 
 def calibration_summary(
