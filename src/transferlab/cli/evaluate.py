@@ -82,12 +82,9 @@ def evaluate(
     """
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.errors import ConfigError
-        from transferlab.evaluate import evaluate_model
+        from transferlab.api import Model
 
-        if split not in ("auto", "test", "val", "all"):
-            raise ConfigError(f"--split '{split}' is not one of: auto, test, val, all")
-        metrics = evaluate_model(model, data, split, out_dir, backend, tta)
+        metrics = Model(model, backend).evaluate(data, split, out_dir, tta).metrics
         if as_json:
             out.print_json(json.dumps(metrics))
             return

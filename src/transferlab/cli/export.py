@@ -75,10 +75,12 @@ def export(
     """Export a model to ONNX or TorchScript (optionally int8 / pruned), checked on real images."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.export import PARITY_TOLERANCE, ExportOptions, export_model
+        from transferlab.api import Model
+        from transferlab.export import PARITY_TOLERANCE
 
-        options = ExportOptions(fmt, out_file, data, quantize, prune, finetune_epochs, calibration)
-        report = export_model(model, options)
+        report = Model(model).export(
+            out_file, fmt, data, quantize, prune, finetune_epochs, calibration
+        )
         if as_json:
             out.print_json(json.dumps(report.to_dict()))
             return

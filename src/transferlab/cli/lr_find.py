@@ -81,17 +81,18 @@ def lr_find(
     """LR range test: raise the LR exponentially over mini-batches, plot the loss, suggest an LR."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.lr_find import check_range, find_lr, write_csv, write_plot
+        from transferlab.api import lr_find_config
+        from transferlab.lr_find import check_range
 
         check_range(start_lr, end_lr, steps)
         cfg = run_config(lr_find, context.params, config, sets, {"data.path": str(data)})
-        result, ctx = find_lr(cfg, start_lr, end_lr, steps)
-        csv_path = write_csv(result, out_dir / "lr_find.csv")
-        title = (
-            f"LR range test: {ctx['model']} ({ctx['weights']}), {ctx['optimizer']}, "
-            f"{ctx['image_size']} px"
+        found = lr_find_config(cfg, out_dir, start_lr, end_lr, steps)
+        result, ctx, csv_path, png_path = (
+            found.result,
+            found.context,
+            found.csv_path,
+            found.plot_path,
         )
-        png_path = write_plot(result, out_dir / "lr_find.png", title)
         s = result.suggestion
         diverged = f"{s.diverged_lr:.2e}" if s.diverged_lr is not None else "not reached"
         if not quiet:

@@ -28,16 +28,9 @@ def models(
     """List backbone names; 'offline' marks ImageNet weights installed with transferlab."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.errors import ConfigError
-        from transferlab.models.registry import list_models
+        from transferlab.api import models as list_models
 
         rows = list_models(offline=offline, pattern=pattern)
-        if not rows:
-            which = "model with offline weights" if offline else "model"
-            raise ConfigError(
-                f"--filter '{pattern}' matches no {which}; patterns are shell-style, "
-                "e.g. --filter 'resnet*' or --filter '*efficientnet*'"
-            )
         for row in rows:
             weights = (
                 "imagenet (offline)"
