@@ -131,6 +131,8 @@ def crop(
 def _saliency_boxer(run: Path) -> Boxer:
     from transferlab.bundle import find_bundle_dir, load_bundle
     from transferlab.crop import saliency_boxer
+    from transferlab.explain import target_layer
 
     bundle = load_bundle(find_bundle_dir(run))
+    target_layer(bundle.model)  # a model Grad-CAM cannot read fails before anything is written
     return saliency_boxer(bundle.model, bundle.preprocessing, bundle.class_names)
