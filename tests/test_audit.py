@@ -281,3 +281,24 @@ def test_strict_without_the_checks_is_refused_in_one_line(tmp_path: Path) -> Non
         result.output.strip()
         == "error: --strict needs the data checks; drop --set data.audit=false"
     )
+
+
+def test_audit_with_a_split_file_reports_copies_it_puts_apart(tmp_path: Path) -> None:
+    from transferlab.audit.core import audit_data
+
+    data = tmp_path / "data"
+    for label in ("altar", "apse"):
+        copy_photos(label, data / label, 4)
+    photos = sorted((data / "altar").iterdir())
+    copy = _resized_png(photos[0], data / "altar" / "smaller.png")
+    rows = ["path,label,split"] + [
+        f"{p.relative_to(data).as_posix()},{p.parent.name},{'test' if p == copy else 'train'}"
+        for p in sorted(data.rglob("*.*"))
+    ]
+    rows[-1] = rows[-1].replace(",train", ",val")  # a val image, as read_split_csv needs
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("\n".join(rows) + "\n", "utf-8")
+    result = audit_data(data, split_file, model=None)
+    (group,) = result.groups
+    assert group.leak and sorted(group.splits) == ["test", "train"]  # type: ignore[type-var]
+    assert set(group.files) == {str(photos[0]), str(copy)}
