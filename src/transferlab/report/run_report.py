@@ -592,39 +592,6 @@ def audit_section(run: RunFiles, built: Built) -> None:
     built.sections.append(html.Section("data-audit", "Data audit", "".join(parts)))
 
 
-def _copies(group: dict[str, Any]) -> str:
-    members = zip(group["files"], group["labels"], group["splits"], strict=True)
-    return "; ".join(f"{Path(f).name} [{label}/{split}]" for f, label, split in members)
-
-
-def audit_section(run: RunFiles, built: Built) -> None:
-    """The hash checks train ran before splitting: copies kept in one split, and the
-    leaks and label conflicts the split could not remove."""
-    audit = run.metrics.get("data_audit")
-    if not isinstance(audit, dict):
-        return  # data.audit off, or a run from before the checks
-    groups = audit.get("problem_groups") or []
-    parts = [
-        html.cards(
-            [
-                ("duplicate groups", str(audit.get("duplicate_groups", 0)), "kept in one split"),
-                ("label conflicts", str(audit.get("label_conflicts", 0)), "copies, two labels"),
-                ("leaks", str(audit.get("leaks", 0)), "copies across splits"),
-            ]
-        ),
-        html.note(
-            f"Content digests and perceptual hashes of every image, {audit.get('seconds', 0)} s; "
-            "copies of one image were kept in one split. Leaks are copies that given splits "
-            "(folders, --split-file) put apart; 'transferlab audit DATA --html' shows all."
-        ),
-    ]
-    rows = [[g["where"], _copies(g)] for g in groups]
-    if rows:
-        parts.append(html.table(["where", "copies [label/split]"], rows))
-    built.data["data_audit"] = audit
-    built.sections.append(html.Section("data-audit", "Data audit", "".join(parts)))
-
-
 def build_report(run: RunFiles, window: int = 20, top_k: int = 12, bins: int = 15) -> Built:
     """Compute, draw and lay out a run's report in memory (no files written)."""
     built = Built()
@@ -638,7 +605,6 @@ def build_report(run: RunFiles, window: int = 20, top_k: int = 12, bins: int = 1
     calibration_section(cal, built, run.metrics.get("calibration"))
     per_class_section(run, built)
     data_section(run, built)
-    audit_section(run, built)
     audit_section(run, built)
     return built
 
