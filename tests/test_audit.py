@@ -302,3 +302,40 @@ def test_audit_with_a_split_file_reports_copies_it_puts_apart(tmp_path: Path) ->
     (group,) = result.groups
     assert group.leak and sorted(group.splits) == ["test", "train"]  # type: ignore[type-var]
     assert set(group.files) == {str(photos[0]), str(copy)}
+
+
+def test_audit_names_unreadable_tiny_and_odd_files(tmp_path: Path) -> None:
+    from helpers import bad_files, make_image
+    from transferlab.audit.core import audit_data
+
+    data = tmp_path / "data"
+    for label in ("altar", "apse"):
+        copy_photos(label, data / label, 3)
+    bad = bad_files(data / "altar")
+    (data / "apse" / "readme.txt").write_text("notes", "utf-8")
+    photo = Image.open(example_photos("apse", 4)[3])
+    photo.convert("L").save(data / "apse" / "grey.jpg")
+    photo.convert("CMYK").save(data / "apse" / "cmyk.jpg")
+    photo.convert("RGBA").save(data / "apse" / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    photo.save(data / "apse" / "rotated.jpg", exif=exif)
+    make_image(data / "apse" / "tiny.png", size=(20, 12), color=(10, 200, 30))
+    result = audit_data(data, model=None).to_dict()
+    reasons = {Path(u["file"]).name: u["reason"] for u in result["unreadable"]}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["notes renamed.jpg"] == "not an image file"
+    assert reasons["truncated.jpg"].startswith("corrupt or truncated image")
+    assert reasons["readme.txt"] == "not an image file (unknown extension)"
+    assert bad["empty"].name in reasons
+    names = {kind: sorted(Path(f).name for f in files) for kind, files in result["kinds"].items()}
+    assert names == {
+        "greyscale": ["grey.jpg"],
+        "cmyk": ["cmyk.jpg"],
+        "alpha": ["alpha.png"],
+        "16-bit": [],
+        "exif-rotated": ["rotated.jpg"],
+    }
+    assert [Path(f).name for f in result["tiny"]] == ["tiny.png"]
+    assert result["class_counts"] == {"altar": 6, "apse": 8}  # files found, readable or not
+    assert result["imbalance_ratio"] == 1.333

@@ -53,6 +53,8 @@ def file_facts(path: Path) -> FileFacts:
         data = path.read_bytes()
     except OSError as exc:
         return FileFacts(error=f"cannot read ({exc.strerror or exc})")
+    if not data:
+        return FileFacts(error="empty file (0 bytes)")  # the loader's word is for uploads
     digest = bytes_digest(data)
     try:
         rgb = load_image_bytes(data)
