@@ -95,12 +95,10 @@ class HashChecks:
         return [[self.samples[i].path for i in g.members] for g in self.groups]
 
 
-def hash_checks(
-    samples: Sequence[Sample], extra_pairs: Mapping[str, np.ndarray] | None = None
-) -> HashChecks:
+def hash_checks(samples: Sequence[Sample]) -> HashChecks:
     """Read and hash every sample; group exact copies and perceptual-hash near-copies."""
     facts = all_facts([s.path for s in samples])
-    return HashChecks(list(samples), facts, _groups(facts, extra_pairs or {}))
+    return HashChecks(list(samples), facts, _groups(facts, {}))
 
 
 def _groups(facts: Sequence[FileFacts], extra: Mapping[str, np.ndarray]) -> list[Group]:
@@ -114,7 +112,8 @@ def _groups(facts: Sequence[FileFacts], extra: Mapping[str, np.ndarray]) -> list
     pairs = {PHASH: near, **extra}
     digests = [f.digest for f in facts]
     other = {
-        k: np.array([p for p in v if digests[p[0]] != digests[p[1]]]) for k, v in pairs.items()
+        k: np.array([p for p in v if digests[p[0]] != digests[p[1]]], dtype=np.int64).reshape(-1, 2)
+        for k, v in pairs.items()
     }
     return group_pairs(len(facts), {CONTENT: same_digest_pairs(digests), **other})
 
