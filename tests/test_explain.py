@@ -18,6 +18,7 @@ from trained_model import CLASSES, IMAGE_SIZE, held_out_photos, trained_run
 from transferlab.bundle import load_bundle
 from transferlab.cli import app
 from transferlab.config import from_dict
+from transferlab.crop import saliency_boxer
 from transferlab.errors import ModelError
 from transferlab.explain import center_view, grad_cam, target_layer
 from transferlab.models.registry import create_model
@@ -186,3 +187,19 @@ def test_report_without_a_usable_model_leaves_the_maps_out_with_a_warning(
     assert losses["top_losses"]
     assert not any(e["gradcam"] for e in losses["top_losses"])
     assert "no Grad-CAM maps for the top losses" in caplog.text
+
+
+def test_saliency_box_surrounds_the_planted_object(planted_run: Path) -> None:
+    bundle = load_bundle(planted_run / "model")
+    boxer = saliency_boxer(bundle.model.eval(), bundle.preprocessing, bundle.class_names)
+    rng = np.random.default_rng(321)
+    hits, trials = 0, 10
+    for _ in range(trials):
+        img, mask = _planted(rng, True)
+        ys, xs = np.nonzero(np.asarray(mask)[..., 0])
+        box = boxer(img)
+        cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+        inside = box is not None and box.x0 <= cx <= box.x1 and box.y0 <= cy <= box.y1
+        # ...and is a box around it, not the whole picture.
+        hits += inside and box is not None and box.area <= 0.4 * SIZE * SIZE
+    assert hits / trials >= 0.8, f"the box held the object in {hits}/{trials} images"
