@@ -300,3 +300,16 @@ def test_a_bad_class_names_option_fails_before_the_run_folder_exists(
     assert says in line and "--class-names" in line
     # nothing is written (make_loggers may leave the empty --out folder)
     assert "Traceback" not in err and not any((tmp_path / "run").glob("**/*"))
+
+
+def test_the_leaderboard_heads_its_per_class_table_with_display_names(
+    trained: Trained, tmp_path: Path
+) -> None:
+    from transferlab.report.leaderboard import build_board, render_html, render_markdown
+
+    shutil.copytree(trained.run, tmp_path / "exp" / "scratch-convnet1")
+    board = build_board(tmp_path / "exp")
+    assert board.classes == sorted(WNIDS)  # the keys (and the CSV's f1_ columns) stay
+    header = next(line for line in render_markdown(board).splitlines() if "goldfish" in line)
+    assert "European fire salamander" in header and "n01443537" not in header
+    assert "goldfish" in render_html(board)

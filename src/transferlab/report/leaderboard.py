@@ -34,6 +34,7 @@ from transferlab.report.comparison import (
     match_classes,
     mean_std,
 )
+from transferlab.report.run_report import shown_names
 
 logger = logging.getLogger(__name__)
 
@@ -431,6 +432,11 @@ class Board:
     notes: list[str] = field(default_factory=list)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     failed: list[FailedRun] = field(default_factory=list)
+    display: dict[str, str] = field(default_factory=dict)  # class -> display name
+
+    def class_header(self) -> list[str]:
+        """The per-class table's header, classes by their display names."""
+        return f1_header([self.display.get(c, c) for c in self.classes])
 
 
 def _f1_legend(board: Board) -> str:
@@ -463,7 +469,7 @@ def render_markdown(board: Board) -> str:
         out += ["## Failed runs", ""]
         out += [f"- **{f.name}**: {f.error}" for f in board.failed] + [""]
     if board.cells:
-        out += ["## Per-class F1", "", _md_table(f1_header(board.classes), f1_text, f1_bold)]
+        out += ["## Per-class F1", "", _md_table(board.class_header(), f1_text, f1_bold)]
         out += ["", _f1_legend(board), ""]
     return "\n".join(out)
 
@@ -582,7 +588,7 @@ def render_html(board: Board, chart: bytes | None = None) -> str:
         lead += html.figures(html.img(chart, "macro-F1 per run with 95% CI"))
     f1_text, f1_bold = f1_cells(board.f1_rows, board.classes)
     classes_ = ["baseline" if r.is_baseline else "" for r in board.f1_rows]
-    per_class = html.table(f1_header(board.classes), f1_text, f1_bold, classes_) + html.note(
+    per_class = html.table(board.class_header(), f1_text, f1_bold, classes_) + html.note(
         escape(_f1_legend(board)).replace("**bold**", "<b>bold</b>")
     )
     sections = [html.Section("leaderboard", "Leaderboard", lead)]
@@ -630,6 +636,7 @@ def build_board(
     cells: list[CellSummary] = []
     missing: list[str] = []
     failed: list[FailedRun] = []
+    display: dict[str, str] = {}  # the first run's display names (one dataset)
     for name, run_names, settings in cells_meta:
         runs = [r for r in (_read_run(out / n) for n in run_names) if r is not None]
         failures = [f for f in (read_failure(out / n) for n in run_names) if f is not None]
@@ -643,6 +650,7 @@ def build_board(
                 else None
             )
             cells.append(summarise_cell(name, runs, settings, link))
+            display = display or shown_names(runs[0].metrics)
     if not cells and not failed:
         raise TransferlabError(
             f"{out} holds no finished runs (no */metrics.json); run compare first"
@@ -663,7 +671,7 @@ def build_board(
                 axes[k].append(v)
     title = f"Experiment: {plan.get('name', out.resolve().name)}"
     rows = per_class_rows(cells, classes, baseline, baseline_run) if cells else []
-    return Board(title, cells, classes, rows, notes, axes, failed)
+    return Board(title, cells, classes, rows, notes, axes, failed, display)
 
 
 def _notes(
