@@ -313,3 +313,17 @@ def test_the_leaderboard_heads_its_per_class_table_with_display_names(
     header = next(line for line in render_markdown(board).splitlines() if "goldfish" in line)
     assert "European fire salamander" in header and "n01443537" not in header
     assert "goldfish" in render_html(board)
+
+
+def test_a_run_keeps_the_names_file_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resolve_config is the form config.yaml holds and compare's re-launch compares with:
+    a relative --class-names there must match the saved, absolute one."""
+    from transferlab.config import from_dict
+    from transferlab.setup import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict({}, {"data.path": "data", "data.class_names": "cat_to_name.json"})
+    resolved = resolve_config(cfg).data.class_names
+    assert resolved == str((tmp_path / "cat_to_name.json").resolve())

@@ -120,16 +120,6 @@ def _plan(cfg: RunConfig, setup: RunSetup) -> _Plan:
     return _Plan(device, augment, phases, display or list(classes))
 
 
-def _absolute_class_names(cfg: RunConfig) -> RunConfig:
-    """config.yaml keeps the display-names file by its absolute path, so that a resumed
-    run finds it from any working directory."""
-    names = cfg.data.class_names
-    if not names:
-        return cfg
-    absolute = str(Path(names).expanduser().resolve())
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=absolute))
-
-
 def train_run(
     cfg: RunConfig, out: Path, callbacks: Sequence[Callback] = (), write_report: bool = True
 ) -> RunResult:
@@ -137,7 +127,7 @@ def train_run(
     the model and the training phases have been checked. ``write_report=False`` leaves
     ``report.html`` to the caller (compare writes it once the speed is measured)."""
     restart = _check_out_dir(out)
-    cfg = _absolute_class_names(resolve_config(cfg))
+    cfg = resolve_config(cfg)
     setup = setup_run(cfg)
     plan = _plan(cfg, setup)
     if restart:

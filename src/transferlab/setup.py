@@ -162,6 +162,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
             d,
             path=_absolute(d.path),
             split_file=_absolute(d.split_file) if d.split_file else None,
+            class_names=_absolute(d.class_names) if d.class_names else None,
         ),
         model=dataclasses.replace(
             m,
