@@ -208,27 +208,25 @@ def train(
     """Fine-tune a classifier on DATA and write a run folder: model, metrics, history, split."""
     setup_logging(quiet, debug)
     with guard(debug):
+        from transferlab import api
         from transferlab.engine import Callback
         from transferlab.errors import ConfigError
-        from transferlab.pipeline import resume_run, train_run
         from transferlab.progress import EpochLogger, ProgressBar
-        from transferlab.trackers import finish_run, make_loggers
 
         callbacks: list[Callback] = [EpochLogger()]
         if err.is_terminal and not quiet:
             callbacks.append(ProgressBar(err))
         if resume is not None:
             _check_resume_alone(ctx.params)
-            callbacks += make_loggers(logger or [], resume)
-            result = resume_run(resume, callbacks)
+            result = api.resume(resume, progress=False, loggers=logger or [], callbacks=callbacks)
             out_dir = resume
         else:
             if data is None or out_dir is None:
                 raise ConfigError("give DATA and --out RUN (or --resume RUN to continue a run)")
             cfg = run_config(train, ctx.params, config, sets, {"data.path": str(data)})
-            callbacks += make_loggers(logger or [], out_dir)
-            result = train_run(cfg, out_dir, callbacks)
-        finish_run(callbacks, result.metrics)
+            result = api.train(
+                data, out_dir, config=cfg, progress=False, loggers=logger or [], callbacks=callbacks
+            )
         print_metrics(result.metrics, f"{result.metrics['split']} split", quiet)
         if not quiet:
             out.print(f"run saved to [bold]{out_dir}[/bold]; model bundle in {out_dir / 'model'}")
