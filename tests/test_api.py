@@ -199,6 +199,9 @@ def test_compare_a_dict_experiment_and_its_leaderboard(class_folders, tmp_path: 
     # the same folder again: nothing to train, the same leaderboard
     again = tl.compare(experiment, tmp_path / "exp", progress=False)
     assert again.rows == board.rows
+    assert board.outcome is not None and again.outcome is not None
+    assert len(board.outcome.trained) == 2 and not again.outcome.trained
+    assert sorted(again.outcome.skipped) == sorted(board.outcome.trained)
 
 
 def test_models_and_lr_find(class_folders, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from transferlab.backends import Backend
+    from transferlab.compare import Experiment, ExperimentResult
     from transferlab.config import RunConfig
     from transferlab.engine import Callback
     from transferlab.export import ExportReport
@@ -211,6 +212,8 @@ class Leaderboard:
     rows: list[dict[str, Any]] = field(repr=False)
     per_class: list[dict[str, Any]] = field(repr=False)
     failed: list[dict[str, Any]] = field(repr=False)
+    #: What the :func:`compare` call that returned this did (None when read from disk).
+    outcome: ExperimentResult | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: PathLike) -> Leaderboard:
@@ -659,7 +662,7 @@ def _experiment_file(experiment: Mapping[str, Any], out: Path) -> Path:
 
 
 def compare(
-    experiment: PathLike | Mapping[str, Any],
+    experiment: PathLike | Mapping[str, Any] | Experiment,
     out: PathLike,
     *,
     repeats: int | None = None,
@@ -669,12 +672,16 @@ def compare(
     loggers: Sequence[str] = (),
     fail_fast: bool = False,
     progress: bool = True,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] | Callable[[Path], Sequence[Callback]] = (),
 ) -> Leaderboard:
     """Train every configuration of an experiment on one split and write the leaderboard,
-    as ``transferlab compare``. ``experiment``: a YAML file or the same content as a dict.
+    as ``transferlab compare``. ``experiment``: a YAML file, the same content as a dict, or
+    one read by :func:`plan_experiment` (then ``repeats``, ``baseline``, ``baseline_run``
+    and ``data`` are already in it).
     Finished runs under ``out`` are skipped, interrupted ones resumed. A failed run is in
-    :attr:`Leaderboard.failed` (with ``fail_fast``, its error is raised).
+    :attr:`Leaderboard.failed` (with ``fail_fast``, its error is raised); what this call
+    trained, resumed, skipped and saw fail is in :attr:`Leaderboard.outcome`.
+    ``callbacks``: callbacks for every run, or a function of the run folder that makes them.
 
     Examples:
         >>> board = tl.compare({"dataset": "examples/ahe-mini",
@@ -682,22 +689,28 @@ def compare(
         ...     "axes": {"model.name": ["convnet1", "convnet2"]}}, out="runs/cmp")  # doctest: +SKIP
         >>> board.rows[0]["name"]  # doctest: +SKIP
     """
-    from transferlab.compare import run_experiment
-
-    out_dir = Path(out)
-    exp = plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
+    from transferlab.compare import Experiment, run_experiment
     from transferlab.trackers import check_loggers, make_loggers
 
+    out_dir = Path(out)
+    exp = (
+        experiment
+        if isinstance(experiment, Experiment)
+        else plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
+    )
     names = check_loggers(list(loggers))
 
     def factory(run_dir: Path) -> list[Callback]:
         from transferlab.progress import NotebookProgress
 
         chosen: list[Callback] = [NotebookProgress()] if progress else []
-        return [*chosen, *callbacks, *make_loggers(names, run_dir)]
+        given = callbacks(run_dir) if callable(callbacks) else callbacks
+        return [*chosen, *given, *make_loggers(names, run_dir)]
 
-    run_experiment(exp, out_dir, factory, fail_fast=fail_fast)
-    return Leaderboard.open(out_dir)
+    outcome = run_experiment(exp, out_dir, factory, fail_fast=fail_fast)
+    board = Leaderboard.open(out_dir)
+    board.outcome = outcome
+    return board
 
 
 def plan_experiment(
@@ -707,7 +720,7 @@ def plan_experiment(
     baseline: PathLike | None = None,
     baseline_run: str | None = None,
     data: PathLike | None = None,
-) -> Any:
+) -> Experiment:
     """Read and check an experiment (file or dict) with its baseline: what compare runs."""
     from transferlab.compare import check_baseline, choose_baseline, load_experiment
 

@@ -80,20 +80,13 @@ def compare(
     """Train every configuration of an experiment on one split and write a leaderboard."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.compare import (
-            check_baseline,
-            choose_baseline,
-            load_experiment,
-            plan_runs,
-            run_experiment,
-        )
+        from transferlab import api
+        from transferlab.compare import plan_runs
         from transferlab.engine import Callback
         from transferlab.errors import RunsFailed
         from transferlab.progress import EpochLogger, ProgressBar
-        from transferlab.trackers import check_loggers, make_loggers
 
-        exp = choose_baseline(load_experiment(experiment, repeats, data), baseline, baseline_run)
-        check_baseline(exp)
+        exp = api.plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
         runs = plan_runs(exp)
         if dry_run:
             for run in runs:
@@ -104,15 +97,23 @@ def compare(
                 out.print(line, highlight=False, markup=False, soft_wrap=True)
             err.print(f"{len(runs)} runs; nothing trained (--dry-run)")
             return
-        names = check_loggers(list(logger or []))
 
         def callbacks(run_dir: Path) -> list[Callback]:
             cbs: list[Callback] = [EpochLogger()]
             if err.is_terminal and not quiet:
                 cbs.append(ProgressBar(err))
-            return [*cbs, *make_loggers(names, run_dir)]
+            return cbs
 
-        result = run_experiment(exp, out_dir, callbacks, fail_fast=fail_fast)
+        board = api.compare(
+            exp,
+            out_dir,
+            loggers=logger or [],
+            fail_fast=fail_fast,
+            progress=False,
+            callbacks=callbacks,
+        )
+        result = board.outcome
+        assert result is not None  # set by every compare call
         if result.leaderboard is not None and not quiet:
             text = result.leaderboard.read_text(encoding="utf-8")
             out.print(text, highlight=False, markup=False, soft_wrap=True)
