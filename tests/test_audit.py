@@ -29,7 +29,7 @@ def _resized_png(src: Path, dest: Path, scale: float = 0.6) -> Path:
     return dest
 
 
-def _cropped(src: Path, dest: Path, keep: float = 0.85) -> Path:
+def _cropped(src: Path, dest: Path, keep: float = 0.93) -> Path:
     """The centre ``keep`` of the photo, re-encoded: a copy hashes miss."""
     img = Image.open(src).convert("RGB")
     w, h = img.size

@@ -42,8 +42,8 @@ def summary_table(result: AuditResult) -> Table:
     if result.features:
         rows.append(
             (
-                "likely label errors",
-                s["label_suspects"],
+                f"likely label errors (first {s['label_suspects']} listed)",
+                s["label_issues"],
                 _suspect_text(result.suspects[0]) if result.suspects else "",
             )
         )
@@ -105,7 +105,7 @@ def render_html(result: AuditResult) -> str:
             ("duplicate groups", str(s["duplicate_groups"]), f"{s['exact_groups']} exact"),
             ("label conflicts", str(s["label_conflicts"]), "groups across classes"),
             ("leaks", str(s["leaks"]), "groups across splits"),
-            ("label suspects", str(s["label_suspects"]), result.features or "not run"),
+            ("label issues", str(s["label_issues"]), result.features or "not run"),
         ]
     )
     counts = html.table(["class", "images"], [[c, str(n)] for c, n in result.class_counts.items()])

@@ -59,8 +59,9 @@ def audit(
         Path | None, Opt(help="Keep the backbone features here for the next audit or run.")
     ] = None,
     similarity: Annotated[
-        float, Opt(help="Feature cosine from which two images count as near-copies.")
-    ] = 0.85,
+        float | None,
+        Opt(help="Feature cosine from which two images count as near-copies [default: 0.92]."),
+    ] = None,
     seed: Annotated[int, Opt(help="Seed of the label probe's folds.")] = 0,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -68,7 +69,7 @@ def audit(
     """Check DATA before training: unreadable and odd files, duplicates, label errors."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.audit.core import audit_data
+        from transferlab.audit.core import COSINE_SIMILARITY, audit_data
         from transferlab.audit.report import summary_table, write_html, write_json
         from transferlab.errors import ConfigError
 
@@ -76,6 +77,7 @@ def audit(
         _check_out(html_out, "--html")
         if image_size is not None and image_size < 16:
             raise ConfigError(f"--image-size must be at least 16; got {image_size}")
+        similarity = COSINE_SIMILARITY if similarity is None else similarity
         if not 0 < similarity <= 1:
             raise ConfigError(f"--similarity must be in (0, 1]; got {similarity}")
         result = audit_data(
