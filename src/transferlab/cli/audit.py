@@ -56,11 +56,11 @@ def audit(
         int | None, Opt(help="Input size for the feature checks (default: the model's).")
     ] = None,
     feature_cache_dir: Annotated[
-        Path | None, Opt(help="Keep the backbone features here for the next audit or run.")
+        Path | None, Opt(help="Keep the backbone features here for the next audit.")
     ] = None,
     similarity: Annotated[
         float | None,
-        Opt(help="Feature cosine from which two images count as near-copies [default: 0.92]."),
+        Opt(help="Feature cosine from which two images are near-copies (default 0.92)."),
     ] = None,
     seed: Annotated[int, Opt(help="Seed of the label probe's folds.")] = 0,
     quiet: Quiet = False,
