@@ -163,6 +163,16 @@ def test_the_data_folder_is_never_written_to(trained: Trained) -> None:
     assert snapshot(trained.data) == trained.before
 
 
+def test_evaluate_writes_display_names_into_its_predictions(
+    trained: Trained, tmp_path: Path
+) -> None:
+    code, _, err = invoke("evaluate", trained.run, "--data", trained.data, "--out", tmp_path / "e")
+    assert code == 0, err
+    with (tmp_path / "e" / "predictions.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(NAMES[r["predicted"]] == r["predicted_name"] for r in rows)
+
+
 def test_model_json_holds_display_names_and_folder_names_stay_the_keys(trained: Trained) -> None:
     meta = json.loads((trained.run / "model" / "model.json").read_text(encoding="utf-8"))
     assert meta["class_names"] == sorted(WNIDS)

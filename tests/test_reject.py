@@ -71,6 +71,24 @@ def test_predict_answers_unknown_below_p_with_the_top_k_intact(run: Path) -> Non
     assert cut[0]["label"] == "unknown"
 
 
+def test_the_python_api_rejects_below_p_for_files_and_in_memory_images(run: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import transferlab as tl
+
+    model = tl.load(run / "model")
+    photo = held_out_photos("altar", 1)[0]
+    array = np.asarray(Image.open(photo).convert("RGB"))
+    plain = model.predict([photo, array], top_k=2)
+    assert [p.rejected for p in plain] == [False, False]
+    everything = model.predict([photo, array], top_k=2, reject_below=1.0)
+    assert [p.label for p in everything] == ["unknown", "unknown"]
+    assert [p.labels for p in everything] == [p.labels for p in plain]  # top-k kept
+    with pytest.raises(tl.ConfigError, match="reject-below"):
+        model.predict(photo, reject_below=1.5)
+
+
 def test_predict_text_output_says_unknown_first(run: Path) -> None:
     photo = held_out_photos("altar", 1)[0]
     code, stdout, _ = invoke("predict", run, photo, "--reject-below", 1.0)

@@ -305,46 +305,60 @@ class Model:
         return list(self.backend.class_names)
 
     def predict(
-        self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, tta: str = "none"
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        top_k: int = 3,
+        tta: str = "none",
+        reject_below: float | None = None,
     ) -> Predictions:
         """Top-k classes of each image, with probabilities.
 
         ``images``: one or a list of image files, folders of images, PIL images, uint8
         ``H x W x 3`` arrays or ``3 x H x W`` tensors (uint8, or float in 0..1).
         ``tta``: none | flip | five-crop | ten-crop. An unreadable file gets a prediction
-        with ``error`` set, as in ``transferlab predict``.
+        with ``error`` set, as in ``transferlab predict``. ``reject_below``: below this top
+        probability the answer is ``unknown`` (top-k kept); None uses the model's own
+        default (``transferlab reject-below``), 0 answers every image.
 
         Examples:
             >>> model.predict("examples/samples/capitol-dome.jpg")[0].label  # doctest: +SKIP
         """
+        from transferlab.calibration import check_reject_below
         from transferlab.predict import predict_files
         from transferlab.tta import check_mode
 
         if top_k < 1:
             raise ConfigError("--top-k must be at least 1")
         check_mode(tta)
+        threshold = check_reject_below(reject_below)
+        if threshold is None:
+            threshold = self.backend.reject_below
         items = _as_list(images)
         out: list[Prediction] = []
         shown: list[Any] = []
         for item in items:
             if isinstance(item, str | Path):
                 paths = _expand(item)
-                out += predict_files(self.backend, paths, top_k, tta=tta)
+                out += predict_files(self.backend, paths, top_k, tta=tta, reject_below=threshold)
                 shown += [None] * len(paths)
             else:
                 image = _to_pil(item)
-                out.append(self._predict_image(image, len(shown), top_k, tta))
+                out.append(self._predict_image(image, len(shown), top_k, tta, threshold))
                 shown.append(image)
         return Predictions(out, shown)
 
-    def _predict_image(self, image: Image.Image, index: int, top_k: int, tta: str) -> Prediction:
+    def _predict_image(
+        self, image: Image.Image, index: int, top_k: int, tta: str, reject_below: float | None
+    ) -> Prediction:
+        from transferlab.calibration import is_rejected
         from transferlab.data.transforms import to_base
         from transferlab.predict import Prediction
         from transferlab.predict import top_k as rank
 
         base = to_base(image, self.backend.preprocessing)
         [(labels, probs)] = rank(self.backend.predict(base, tta), self.backend.class_names, top_k)
-        return Prediction(f"<image {index}>", labels, probs)
+        rejected = is_rejected(probs[0], reject_below)
+        return Prediction(f"<image {index}>", labels, probs, rejected=rejected)
 
     def evaluate(
         self,

@@ -11,6 +11,7 @@ import torch
 
 from transferlab import __version__
 from transferlab.backends import Backend, load_backend
+from transferlab.bundle import display_names
 from transferlab.calibration import reliability, risk_coverage
 from transferlab.config import load_yaml
 from transferlab.data.discover import Sample, discover
@@ -265,7 +266,14 @@ def evaluate_model(
     _check_near_copies(metrics, runner, images)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / "predictions.csv", images, probs, runner.class_names, data)
+        write_predictions(
+            out / "predictions.csv",
+            images,
+            probs,
+            runner.class_names,
+            data,
+            display_names=display_names(runner.meta),
+        )
         replace_when_done(
             out / "metrics.json",
             lambda p: p.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), "utf-8"),

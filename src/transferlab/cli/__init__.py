@@ -5,7 +5,7 @@ to do>`` and exit 2; anything unexpected exits 1 with a hint; ``--debug`` shows 
 Nothing in the library imports this package.
 """
 
-import transferlab.cli.audit  # noqa: F401  (registers audit)
+import transferlab.cli.audit  # registers audit
 import transferlab.cli.lr_find  # noqa: F401  (registers lr-find)
 from transferlab.cli import (  # noqa: F401  (registers commands)
     compare,
