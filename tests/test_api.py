@@ -239,3 +239,12 @@ def test_functions_keep_their_names_after_their_modules_are_imported() -> None:
     assert callable(run_experiment)
     for name in ("compare", "models", "lr_find"):
         assert getattr(tl, name) is getattr(tl.api, name), name
+
+
+def test_the_package_lazily_exports_exactly_the_api() -> None:
+    from transferlab import api
+
+    # The lazy loader's list (in __init__ and its .pyi stub) must be the API's own list.
+    assert set(tl._API) == set(api.__all__)
+    stub = (Path(tl.__file__).parent / "__init__.pyi").read_text(encoding="utf-8")
+    assert all(name in stub for name in api.__all__)
