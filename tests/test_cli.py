@@ -611,3 +611,13 @@ def test_precedence_yaml_then_set_then_flags(tmp_path: Path, tiny: Path) -> None
 def test_resume_refuses_settings_it_would_ignore(tmp_path: Path) -> None:
     code, _, err = invoke("train", "--resume", tmp_path, "--lr", "0.1")
     assert "--resume continues a run with its own config.yaml" in one_error_line(code, err)
+
+
+def test_the_top_level_help_states_the_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "transferlab", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "Exit codes: 0 done; 2 a problem with the input" in text
+    assert "1 an unexpected crash" in text and "3 predict/crop" in text

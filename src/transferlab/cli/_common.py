@@ -30,6 +30,9 @@ app = typer.Typer(
     name="transferlab",
     help="Fine-tune a pretrained image classifier on a folder of labelled images, measure it "
     "honestly, and use it.",
+    epilog="Exit codes: 0 done; 2 a problem with the input, said in one line with what to do; "
+    "1 an unexpected crash (--debug shows the traceback); 3 predict/crop finished but some "
+    "files could not be read. Each command's --help has examples.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
