@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from html import unescape
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import transferlab as tl
-from helpers import CLASSES
+from helpers import CLASSES, copy_photos, truncated_jpeg
 from trained_model import held_out_photos, trained_run
 from transferlab.cli import app
 from transferlab.config import from_dict
@@ -248,3 +249,157 @@ def test_the_package_lazily_exports_exactly_the_api() -> None:
     assert set(tl._API) == set(api.__all__)
     stub = (Path(tl.__file__).parent / "__init__.pyi").read_text(encoding="utf-8")
     assert all(name in stub for name in api.__all__)
+
+
+def _cli(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> Path:
+    """Two classes of 3 photos, an altar photo copied into apse and an unreadable file."""
+    root = tmp_path / "messy"
+    altar = copy_photos("altar", root / "altar", 3)
+    copy_photos("apse", root / "apse", 3)
+    shutil.copy(altar[0], root / "apse" / "conflict.jpg")
+    truncated_jpeg(root / "apse" / "broken.jpg")
+    return root
+
+
+def test_audit_is_the_audit_command_with_typed_findings(messy: Path, tmp_path: Path) -> None:
+    found = tl.audit(messy, features=False)
+    # the same findings as `transferlab audit --no-features --json`
+    code, output = _cli("audit", messy, "--no-features", "--json", tmp_path / "cli.json")
+    assert code == 0, output
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    mine = found.to_dict()
+    assert {k: v for k, v in mine.items() if k != "seconds"} == {
+        k: v for k, v in cli.items() if k != "seconds"
+    }
+    assert json.loads(found.to_json(tmp_path / "api.json"))["summary"] == cli["summary"]
+    assert json.loads((tmp_path / "api.json").read_text())["summary"] == cli["summary"]
+    # typed findings
+    assert found.images == 8 and found.class_counts == {"altar": 3, "apse": 5}
+    [conflict] = found.conflicts
+    assert sorted(conflict.labels) == ["altar", "apse"] and found.duplicates == [conflict]
+    assert not found.leaks and not found.suspects and not found.tiny
+    assert [Path(f).name for f, _ in found.unreadable] == ["broken.jpg"]
+    assert found.summary["label_conflicts"] == 1
+    # HTML: the audit page's own sections and thumbnails, scoped to the cell
+    html = found._repr_html_()
+    assert "<html" not in html and html.startswith("<div class='tl-display'>")
+    text = _text(html)
+    assert "Duplicate groups" in text and "across classes" in text and "conflict.jpg" in text
+    assert html.count("<img") == len(conflict.files)
+    assert found.to_html(tmp_path / "audit.html").read_text().startswith("<!DOCTYPE html>")
+    # the CLI's one-line errors
+    with pytest.raises(ConfigError) as caught:
+        found.to_json(tmp_path)
+    code, output = _cli("audit", messy, "--no-features", "--json", tmp_path)
+    assert code == 2 and output == f"error: {caught.value}"
+    for option, value, kwargs in (
+        ("--image-size", "8", {"image_size": 8}),
+        ("--similarity", "1.5", {"similarity": 1.5}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            tl.audit(messy, **kwargs)  # type: ignore[arg-type]
+        code, output = _cli("audit", messy, option, value)
+        assert code == 2 and output == f"error: {caught.value}"
+    with pytest.raises(DatasetError):
+        tl.audit(tmp_path / "nothing-here", features=False)
+
+
+def test_audit_with_features_finds_the_same_as_the_cli(messy: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    found = tl.audit(messy, image_size=32, feature_cache_dir=cache, similarity=0.99)
+    assert found.to_dict()["features"].startswith("tf_efficientnet_lite0")
+    assert list(cache.glob("*.safetensors")), "the features are kept in the cache"
+    code, output = _cli(
+        "audit", messy, "--image-size", "32", "--feature-cache-dir", cache,
+        "--similarity", "0.99", "--json", tmp_path / "cli.json",
+    )  # fmt: skip
+    assert code == 0, output
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    for key in ("summary", "duplicate_groups", "label_suspects"):
+        assert found.to_dict()[key] == cli[key], key
+
+
+def test_model_explain_writes_the_heat_maps_of_predict_explain(run: Path, tmp_path: Path) -> None:
+    model = tl.load(run / "model")
+    assert isinstance(model, tl.Model)
+    photos = tmp_path / "photos"
+    copy_photos("altar", photos, 2)
+    truncated_jpeg(photos / "broken.jpg")
+    heat = model.explain([photos], tmp_path / "heat")
+    readable = sorted(p for p in photos.iterdir() if p.name != "broken.jpg")
+    assert sorted(heat) == readable  # the unreadable photo gets none (and a warning)
+    code, output = _cli("predict", run, photos, "--explain", tmp_path / "cli-heat")
+    assert code == 3, output  # the broken photo
+    for image, png in heat.items():
+        assert png == tmp_path / "heat" / f"{image.stem}.gradcam.png"
+        cli_png = tmp_path / "cli-heat" / png.name
+        assert np.array_equal(np.array(Image.open(png)), np.array(Image.open(cli_png)))
+    # ONNX: the one-line error of `predict --explain`
+    with pytest.raises(ConfigError) as caught:
+        tl.Model(tmp_path / "m.onnx").explain(photos, tmp_path / "x")
+    code, output = _cli("predict", tmp_path / "m.onnx", photos, "--explain", tmp_path / "x")
+    assert code == 2 and output == f"error: {caught.value}"
+    assert not (tmp_path / "x").exists()
+
+
+def test_crop_images_by_saliency_is_the_crop_command(run: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    copy_photos("altar", data / "altar", 1)
+    copy_photos("apse", data / "apse" / "nested", 1)
+    truncated_jpeg(data / "altar" / "broken.jpg")
+    done = tl.crop_images(data, tmp_path / "api", saliency=run, margin=0)
+    assert (done.boxed + done.whole, done.unreadable) == (2, 1)
+    assert done.source == "saliency" and done.boxes_csv == tmp_path / "api" / "crop-boxes.csv"
+    code, output = _cli("crop", data, "--out", tmp_path / "cli", "--saliency", run, "--margin", 0)
+    assert code == 3, output
+    cli_csv = (tmp_path / "cli" / "crop-boxes.csv").read_text()
+    assert done.boxes_csv.read_text() == cli_csv
+    rows = {r["path"]: r for r in done.rows}
+    assert rows["altar/broken.jpg"]["source"] == "unreadable"
+    for rel, row in rows.items():
+        if row["source"] == "saliency":  # cut to the box the CSV names
+            x0, y0, x1, y1 = (int(row[k]) for k in ("x0", "y0", "x1", "y1"))
+            with Image.open(tmp_path / "api" / rel) as img:
+                assert img.size == (x1 - x0, y1 - y0)
+    # the CLI's one-line errors: detector options with saliency, a bad margin, a used --out
+    for kwargs, flags in (
+        ({"saliency": run, "classes": ["car"]}, ["--saliency", run, "--classes", "car"]),
+        ({"saliency": run, "margin": 2.0}, ["--saliency", run, "--margin", "2.0"]),
+        ({"saliency": run}, ["--saliency", run]),
+    ):
+        out = tmp_path / "api"  # not empty: refused
+        with pytest.raises(ConfigError) as caught:
+            tl.crop_images(data, out, **kwargs)  # type: ignore[arg-type]
+        code, output = _cli("crop", data, "--out", out, *flags)
+        assert code == 2 and output == f"error: {caught.value}"
+
+
+def test_set_reject_below_is_the_reject_below_command(run: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(run / "model", tmp_path / "model")
+    model = tl.Model.open(bundle)
+    photo = held_out_photos("altar", 1)[0]
+    answer = model.predict(photo)[0]
+    assert model.set_reject_below(1.0) == bundle / "model.json"
+    assert json.loads((bundle / "model.json").read_text())["reject_below"] == 1.0
+    unsure = model.predict(photo)[0]  # the new default applies at once
+    assert unsure.rejected and unsure.label == "unknown" and unsure.labels == answer.labels
+    code, output = _cli("predict", bundle, photo)
+    assert code == 0 and output.split()[1] == "unknown"
+    model.set_reject_below(None)
+    assert model.predict(photo)[0].label == answer.label
+    assert json.loads((bundle / "model.json").read_text())["reject_below"] is None
+    # the CLI's one-line errors
+    with pytest.raises(ConfigError) as caught:
+        model.set_reject_below(1.5)
+    code, output = _cli("reject-below", bundle, "1.5")
+    assert code == 2 and output == f"error: {caught.value}"
+    with pytest.raises(ConfigError) as caught:
+        tl.Model(tmp_path / "m.onnx").set_reject_below(0.5)
+    code, output = _cli("reject-below", tmp_path / "m.onnx", "0.5")
+    assert code == 2 and output == f"error: {caught.value}"

@@ -30,6 +30,8 @@ from transferlab.errors import (
 __version__ = "0.1.0"
 
 _API = (
+    "Audit",
+    "CropResult",
     "Evaluation",
     "ImageLike",
     "LRFind",
@@ -37,8 +39,10 @@ _API = (
     "Model",
     "Predictions",
     "Run",
+    "audit",
     "build_config",
     "compare",
+    "crop_images",
     "load",
     "lr_find",
     "models",
@@ -68,11 +72,12 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_API})
 
 
-# The functions compare, models and lr_find share their names with submodules
-# (transferlab.compare, transferlab.models, transferlab.lr_find). Importing a submodule sets
-# it as an attribute of this package, which would hide the function: the package refuses
-# it (``from transferlab.compare import ...`` still finds the module in sys.modules).
-_SHADOWED = frozenset({"compare", "models", "lr_find"})
+# The functions audit, compare, models and lr_find share their names with submodules
+# (transferlab.audit, transferlab.compare, transferlab.models, transferlab.lr_find).
+# Importing a submodule sets it as an attribute of this package, which would hide the
+# function: the package refuses it (``from transferlab.compare import ...`` still finds the
+# module in sys.modules).
+_SHADOWED = frozenset({"audit", "compare", "models", "lr_find"})
 
 
 class _Package(types.ModuleType):

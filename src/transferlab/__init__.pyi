@@ -1,6 +1,12 @@
 # Types of the package's lazily loaded names (see __init__.py): what type checkers and
 # editors see for ``import transferlab as tl``.
 from transferlab.api import (
+    Audit as Audit,
+)
+from transferlab.api import (
+    CropResult as CropResult,
+)
+from transferlab.api import (
     Evaluation as Evaluation,
 )
 from transferlab.api import (
@@ -22,10 +28,16 @@ from transferlab.api import (
     Run as Run,
 )
 from transferlab.api import (
+    audit as audit,
+)
+from transferlab.api import (
     build_config as build_config,
 )
 from transferlab.api import (
     compare as compare,
+)
+from transferlab.api import (
+    crop_images as crop_images,
 )
 from transferlab.api import (
     load as load,

@@ -30,9 +30,11 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from transferlab.audit.core import AuditResult, DuplicateGroup, Suspect
     from transferlab.backends import Backend
     from transferlab.compare import Experiment, ExperimentResult
     from transferlab.config import RunConfig
+    from transferlab.crop import Boxer
     from transferlab.engine import Callback
     from transferlab.export import ExportReport
     from transferlab.lr_find import LRFindResult
@@ -45,8 +47,15 @@ PathLike = Union[str, Path]  # noqa: UP007  (a runtime alias, also read by mkdoc
 #: What :meth:`Model.predict` takes for one image.
 ImageLike = Union[str, Path, "Image.Image", "np.ndarray", "torch.Tensor"]
 RUNS_DIR = Path("runs")
+# The same one-line error as ``transferlab predict --explain`` with an ONNX model.
+EXPLAIN_NEEDS_TORCH = (
+    "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime gives none); "
+    "give a bundle or run folder without --backend onnx"
+)
 
 __all__ = [
+    "Audit",
+    "CropResult",
     "Evaluation",
     "ImageLike",
     "LRFind",
@@ -54,8 +63,10 @@ __all__ = [
     "Model",
     "Predictions",
     "Run",
+    "audit",
     "build_config",
     "compare",
+    "crop_images",
     "load",
     "lr_find",
     "models",
@@ -260,6 +271,137 @@ class LRFind:
         return note + html.img(self.plot_path.read_bytes(), "LR range test", width=560)
 
 
+class Audit:
+    """What :func:`audit` found (``transferlab audit``): typed findings, the CLI's JSON
+    (:meth:`to_dict`, :meth:`to_json`) and its HTML page (:meth:`to_html`; inline in
+    Jupyter).
+
+    Examples:
+        >>> found = tl.audit("examples/ahe-mini", features=False)  # doctest: +SKIP
+        >>> found.summary["duplicate_groups"], [g.files for g in found.conflicts]  # doctest: +SKIP
+    """
+
+    def __init__(self, result: AuditResult) -> None:
+        #: The audit as :mod:`transferlab.audit.core` returns it.
+        self.result = result
+
+    @property
+    def images(self) -> int:
+        """How many labelled images were audited."""
+        return self.result.images
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Images per class."""
+        return dict(self.result.class_counts)
+
+    @property
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(file, reason) of each file that could not be read."""
+        return list(self.result.unreadable)
+
+    @property
+    def tiny(self) -> list[str]:
+        """Images with a side below 32 px."""
+        return list(self.result.tiny)
+
+    @property
+    def kinds(self) -> dict[str, list[str]]:
+        """Odd files by kind: greyscale, cmyk, alpha, 16-bit, exif-rotated."""
+        return dict(self.result.kinds)
+
+    @property
+    def duplicates(self) -> list[DuplicateGroup]:
+        """Every group of copies (exact, perceptual-hash or feature near-copies)."""
+        return list(self.result.groups)
+
+    @property
+    def conflicts(self) -> list[DuplicateGroup]:
+        """Copies with different labels: at least one label is wrong."""
+        return [g for g in self.result.groups if g.conflict]
+
+    @property
+    def leaks(self) -> list[DuplicateGroup]:
+        """Copies in different splits (train/val/test): leakage."""
+        return [g for g in self.result.groups if g.leak]
+
+    @property
+    def suspects(self) -> list[Suspect]:
+        """Likely label errors (feature checks only), the most likely first."""
+        return list(self.result.suspects)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """The counts of each finding, as in the JSON's ``summary``."""
+        return self.result.summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The findings as ``audit --json`` writes them."""
+        return self.result.to_dict()
+
+    def to_json(self, path: PathLike | None = None) -> str:
+        """The JSON of ``audit --json``; written (atomically) to ``path`` when given."""
+        from transferlab.audit.report import write_json
+
+        if path is not None:
+            _check_out_file(Path(path), "--json")
+            write_json(self.result, Path(path))
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def to_html(self, path: PathLike) -> Path:
+        """Write the HTML page of ``audit --html`` (thumbnails of every group and suspect)."""
+        from transferlab.audit.report import write_html
+
+        _check_out_file(Path(path), "--html")
+        write_html(self.result, Path(path))
+        return Path(path)
+
+    def _repr_html_(self) -> str:
+        from transferlab.audit.report import render_html
+        from transferlab.display import page_html
+
+        return page_html(render_html(self.result))
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"Audit({self.result.data!r}, images={s['images']}, "
+            f"duplicate_groups={s['duplicate_groups']}, label_conflicts={s['label_conflicts']}, "
+            f"leaks={s['leaks']}, label_issues={s['label_issues']})"
+        )
+
+
+def _check_out_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+
+
+@dataclass
+class CropResult:
+    """What :func:`crop` wrote (``transferlab crop``): the new dataset tree, how many images
+    were cut to a box, kept whole or unreadable, and the CSV of boxes and scores.
+
+    Examples:
+        >>> done = tl.crop_images("cars", "cars-cropped", classes=["car"])  # doctest: +SKIP
+        >>> done.boxed, done.whole, done.rows[0]["score"]  # doctest: +SKIP
+    """
+
+    out: Path
+    source: str
+    boxed: int
+    whole: int
+    unreadable: int
+    boxes_csv: Path
+
+    @property
+    def rows(self) -> list[dict[str, str]]:
+        """The boxes CSV: path, source, label, score, x0, y0, x1, y1, width, height."""
+        import csv
+
+        with self.boxes_csv.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+
 def _escape(text: str) -> str:
     from html import escape
 
@@ -413,6 +555,61 @@ class Model:
             Path(calibration) if calibration is not None else None,
         )
         return export_model(self.path, options)
+
+    def explain(self, images: PathLike | Sequence[PathLike], out_dir: PathLike) -> dict[Path, Path]:
+        """Grad-CAM heat maps of each image's predicted class, as ``predict --explain``:
+        ``<name>.gradcam.png`` per image in ``out_dir``; returns {image file: PNG}.
+
+        ``images``: image files or folders of images. An unreadable file gets no heat map
+        (it is logged, as ``predict`` warns about it). Torch backend only: Grad-CAM needs
+        gradients, which ONNX Runtime does not give.
+
+        Examples:
+            >>> model.explain("examples/samples/capitol-dome.jpg", "heat-maps")  # doctest: +SKIP
+            {PosixPath('examples/samples/capitol-dome.jpg'): PosixPath('heat-maps/capi...png')}
+        """
+        from transferlab.backends import TorchBackend
+        from transferlab.explain import write_explanations
+        from transferlab.predict import predict_files
+
+        if self.backend_name == "onnx" or self.path.suffix.lower() == ".onnx":
+            raise ConfigError(EXPLAIN_NEEDS_TORCH)  # before loading, as the CLI refuses it
+        paths = [p for item in _as_list(images) for p in _expand(item)]
+        runner = self.backend
+        if not isinstance(runner, TorchBackend):
+            raise ConfigError(EXPLAIN_NEEDS_TORCH)
+        # reject_below=0: every readable image keeps its top class, the one to explain.
+        results = predict_files(runner, paths, 1, reject_below=0.0)
+        for r in results:
+            if r.error:
+                logger.warning("%s: %s; no heat map", r.path, r.error)
+        done = [(Path(r.path), r.labels[0]) for r in results if not r.error]
+        pngs = write_explanations(
+            runner.model, runner.preprocessing, runner.class_names, done, Path(out_dir)
+        )
+        return {path: png for (path, _), png in zip(done, pngs, strict=True)}
+
+    def set_reject_below(self, threshold: float | None) -> Path:
+        """Store the model's default ``reject_below`` (None: answer every image) in its
+        ``model.json``, as ``transferlab reject-below``; returns that file. Later
+        :meth:`predict` calls (and ``predict``, ``serve``, ``stream``) use it.
+
+        Examples:
+            >>> model.set_reject_below(0.6)  # doctest: +SKIP
+            PosixPath('runs/demo/model/model.json')
+        """
+        from transferlab.bundle import set_reject_below
+        from transferlab.calibration import check_reject_below
+
+        value = check_reject_below(threshold, "reject-below")
+        if self.path.suffix.lower() == ".onnx":
+            raise ConfigError(
+                f"{self.path} is an ONNX export; set the threshold on its bundle and export "
+                "again, or pass --reject-below to predict, serve or stream"
+            )
+        written = set_reject_below(self.path, value)
+        self._backend = None  # loaded again with the new default when next needed
+        return written
 
     def __repr__(self) -> str:
         if self._backend is None:
@@ -803,3 +1000,132 @@ def lr_find_config(cfg: RunConfig, out: Path, start_lr: float, end_lr: float, st
         f"{ctx['image_size']} px"
     )
     return LRFind(result, ctx, csv_path, write_plot(result, out / "lr_find.png", title))
+
+
+def audit(
+    data: PathLike,
+    *,
+    split_file: PathLike | None = None,
+    features: bool = True,
+    model: str = "tf_efficientnet_lite0",
+    image_size: int | None = None,
+    feature_cache_dir: PathLike | None = None,
+    similarity: float | None = None,
+    seed: int = 0,
+) -> Audit:
+    """Check ``data`` before training, as ``transferlab audit``: unreadable and odd files,
+    duplicates (within a class, across classes, across the splits of the layout or of
+    ``split_file``) and, with ``features``, backbone near-copies and likely label errors.
+
+    ``model``/``image_size``: the backbone of the feature checks; ``feature_cache_dir``
+    keeps its features for the next audit; ``similarity``: the feature cosine from which
+    two images are near-copies (default 0.92); ``seed``: of the label probe's folds.
+
+    Examples:
+        >>> found = tl.audit("examples/ahe-mini", features=False)  # doctest: +SKIP
+        >>> found.leaks, found.conflicts, found.unreadable  # doctest: +SKIP
+        >>> found  # in Jupyter: the audit's HTML page with thumbnails  # doctest: +SKIP
+    """
+    from transferlab.audit.core import COSINE_SIMILARITY, audit_data
+
+    if image_size is not None and image_size < 16:
+        raise ConfigError(f"--image-size must be at least 16; got {image_size}")
+    similarity = COSINE_SIMILARITY if similarity is None else similarity
+    if not 0 < similarity <= 1:
+        raise ConfigError(f"--similarity must be in (0, 1]; got {similarity}")
+    result = audit_data(
+        Path(data),
+        Path(split_file) if split_file is not None else None,
+        model if features else None,
+        image_size,
+        Path(feature_cache_dir) if feature_cache_dir is not None else None,
+        seed,
+        similarity,
+    )
+    return Audit(result)
+
+
+def crop_images(
+    data: PathLike,
+    out: PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    detector: str | None = None,
+    margin: float = 0.1,
+    min_score: float | None = None,
+    saliency: PathLike | None = None,
+) -> CropResult:
+    """Cut each image of ``data`` to the largest box of the wanted objects (the whole image
+    if none) into the new dataset tree ``out``, with ``crop-boxes.csv``, as
+    ``transferlab crop``.
+
+    ``classes``: COCO classes to crop to (default: any); ``detector``: a torchvision
+    detection model name or its weights file (default: fasterrcnn_mobilenet_v3_large_fpn);
+    ``min_score``: ignore boxes below it (default 0.5); ``margin``: grow the box by this
+    fraction on each side. ``saliency``: instead of a detector, box the Grad-CAM map of this
+    trained model's top class (a run or bundle folder); the detector's options are then
+    refused. Unreadable images are logged, listed in the CSV and counted in
+    :attr:`CropResult.unreadable`.
+
+    Examples:
+        >>> tl.crop_images("cars", "cars-cropped", classes=["car", "truck"])  # doctest: +SKIP
+        >>> tl.crop_images("photos", "cropped", saliency="runs/demo", margin=0)  # doctest: +SKIP
+    """
+    from transferlab.crop import (
+        BOXES_FILE,
+        DEFAULT_DETECTOR,
+        check_classes,
+        check_out,
+        crop_dataset,
+        detector_boxer,
+        load_detector,
+    )
+
+    data_dir, out_dir = Path(data), Path(out)
+    _fraction(margin, "--margin")
+    if min_score is not None:
+        _fraction(min_score, "--min-score")
+    check_out(data_dir, out_dir)
+    if saliency is not None:
+        _saliency_only(Path(saliency), classes, detector, min_score)
+        boxer, source = _saliency_boxer(Path(saliency)), "saliency"
+    else:
+        found = load_detector(detector or DEFAULT_DETECTOR)
+        names = classes.split(",") if isinstance(classes, str) else classes
+        wanted = check_classes(list(names), found.categories) if names is not None else None
+        score = DEFAULT_MIN_SCORE if min_score is None else min_score
+        boxer, source = detector_boxer(found, wanted, score), f"detector:{found.name}"
+    summary = crop_dataset(data_dir, out_dir, boxer, margin, source)
+    csv = summary.csv or out_dir / BOXES_FILE  # crop_dataset always writes it
+    return CropResult(out_dir, source, summary.boxed, summary.whole, summary.unreadable, csv)
+
+
+DEFAULT_MIN_SCORE = 0.5
+
+
+def _fraction(value: float, option: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{option} {value} is out of range; use a number in [0, 1]")
+
+
+def _saliency_only(
+    saliency: Path, classes: object, detector: str | None, score: float | None
+) -> None:
+    """The detector's options mean nothing with saliency: refuse them, never ignore them."""
+    options = (("--classes", classes), ("--detector", detector), ("--min-score", score))
+    given = [name for name, value in options if value is not None]
+    if given:
+        raise ConfigError(
+            f"--saliency {saliency} boxes the classifier's own Grad-CAM map; {', '.join(given)} "
+            "belong to the detector: drop them or --saliency"
+        )
+
+
+def _saliency_boxer(run: Path) -> Boxer:
+    from transferlab.bundle import find_bundle_dir, load_bundle
+    from transferlab.crop import saliency_boxer
+    from transferlab.explain import target_layer
+
+    bundle = load_bundle(find_bundle_dir(run))
+    target_layer(bundle.model)  # a model Grad-CAM cannot read fails before anything is written
+    return saliency_boxer(bundle.model, bundle.preprocessing, bundle.class_names)

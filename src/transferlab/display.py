@@ -1,4 +1,4 @@
-"""HTML for notebooks: what ``Run``, ``Leaderboard`` and predictions show in Jupyter.
+"""HTML for notebooks: what ``Run``, ``Leaderboard``, ``Audit`` and predictions show in Jupyter.
 
 Everything here is laid out by the report's own functions (:mod:`transferlab.report`): the
 run's summary, curves and per-class sections, the leaderboard's rows and per-class F1 cells,
@@ -51,6 +51,18 @@ def wrap(title: str, sections: Sequence[tuple[str, str]]) -> str:
     return (
         f"<div class='{SCOPE}'><style>{scoped_css(CSS)}</style><h3>{escape(title)}</h3>{body}</div>"
     )
+
+
+def page_html(page: str) -> str:
+    """A whole page of the report's :func:`transferlab.report.html.page` (such as the
+    audit's) shown in a notebook cell: its title and ``<main>`` sections, scoped."""
+    title = re.search(r"<h1>(.*?)</h1>", page, re.S)
+    main = re.search(r"<main>(.*)</main>", page, re.S)
+    body = main.group(1) if main else page
+    from transferlab.report.html import CSS
+
+    heading = title.group(1) if title else ""  # already escaped by the page
+    return f"<div class='{SCOPE}'><style>{scoped_css(CSS)}</style><h3>{heading}</h3>{body}</div>"
 
 
 def run_html(run_dir: Path) -> str:
