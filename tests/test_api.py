@@ -340,6 +340,8 @@ def test_model_explain_writes_the_heat_maps_of_predict_explain(run: Path, tmp_pa
         assert png == tmp_path / "heat" / f"{image.stem}.gradcam.png"
         cli_png = tmp_path / "cli-heat" / png.name
         assert np.array_equal(np.array(Image.open(png)), np.array(Image.open(cli_png)))
+    with pytest.raises(ConfigError, match="image files or folders"):
+        model.explain(Image.open(readable[0]), tmp_path / "x")
     # ONNX: the one-line error of `predict --explain`
     with pytest.raises(ConfigError) as caught:
         tl.Model(tmp_path / "m.onnx").explain(photos, tmp_path / "x")

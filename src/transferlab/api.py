@@ -565,8 +565,9 @@ class Model:
         gradients, which ONNX Runtime does not give.
 
         Examples:
-            >>> model.explain("examples/samples/capitol-dome.jpg", "heat-maps")  # doctest: +SKIP
-            {PosixPath('examples/samples/capitol-dome.jpg'): PosixPath('heat-maps/capi...png')}
+            >>> pngs = model.explain("examples/samples", "heat-maps")  # doctest: +SKIP
+            >>> pngs[Path("examples/samples/capitol-dome.jpg")].name  # doctest: +SKIP
+            'capitol-dome.gradcam.png'
         """
         from transferlab.backends import TorchBackend
         from transferlab.explain import write_explanations
@@ -574,7 +575,10 @@ class Model:
 
         if self.backend_name == "onnx" or self.path.suffix.lower() == ".onnx":
             raise ConfigError(EXPLAIN_NEEDS_TORCH)  # before loading, as the CLI refuses it
-        paths = [p for item in _as_list(images) for p in _expand(item)]
+        items = _as_list(images)
+        if not all(isinstance(item, str | Path) for item in items):
+            raise ConfigError("explain takes image files or folders; save in-memory images first")
+        paths = [p for item in items for p in _expand(item)]
         runner = self.backend
         if not isinstance(runner, TorchBackend):
             raise ConfigError(EXPLAIN_NEEDS_TORCH)
