@@ -69,26 +69,21 @@ def audit(
     """Check DATA before training: unreadable and odd files, duplicates, label errors."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab.audit.core import COSINE_SIMILARITY, audit_data
+        from transferlab.api import audit as run_audit
         from transferlab.audit.report import summary_table, write_html, write_json
-        from transferlab.errors import ConfigError
 
         _check_out(json_out, "--json")
         _check_out(html_out, "--html")
-        if image_size is not None and image_size < 16:
-            raise ConfigError(f"--image-size must be at least 16; got {image_size}")
-        similarity = COSINE_SIMILARITY if similarity is None else similarity
-        if not 0 < similarity <= 1:
-            raise ConfigError(f"--similarity must be in (0, 1]; got {similarity}")
-        result = audit_data(
+        result = run_audit(
             data,
-            split_file,
-            model if features else None,
-            image_size,
-            feature_cache_dir,
-            seed,
-            similarity,
-        )
+            split_file=split_file,
+            features=features,
+            model=model,
+            image_size=image_size,
+            feature_cache_dir=feature_cache_dir,
+            similarity=similarity,
+            seed=seed,
+        ).result
         out.print(summary_table(result))
         if json_out is not None:
             write_json(result, json_out)

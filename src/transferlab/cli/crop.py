@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -24,33 +24,7 @@ CROP_EXAMPLES = """
   3: some images could not be read; the others were written
   1: an unexpected crash (rerun with --debug)
 """
-if TYPE_CHECKING:
-    from transferlab.crop import Boxer
-
 EXIT_UNREADABLE = 3
-DEFAULT_MIN_SCORE = 0.5
-
-
-def _fraction(value: float, option: str) -> None:
-    from transferlab.errors import ConfigError
-
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{option} {value} is out of range; use a number in [0, 1]")
-
-
-def _saliency_only(
-    saliency: Path, classes: str | None, detector: str | None, score: float | None
-) -> None:
-    """The detector's options mean nothing with --saliency: refuse them, never ignore them."""
-    from transferlab.errors import ConfigError
-
-    options = (("--classes", classes), ("--detector", detector), ("--min-score", score))
-    given = [name for name, value in options if value is not None]
-    if given:
-        raise ConfigError(
-            f"--saliency {saliency} boxes the classifier's own Grad-CAM map; {', '.join(given)} "
-            "belong to the detector: drop them or --saliency"
-        )
 
 
 @app.command(epilog=CROP_EXAMPLES)
@@ -100,39 +74,21 @@ def crop(
     into a new dataset tree with a CSV of the boxes and scores."""
     setup_logging(quiet, debug)
     with guard(debug):
-        from transferlab import crop as crops
+        from transferlab.api import crop_images
 
-        _fraction(margin, "--margin")
-        if min_score is not None:
-            _fraction(min_score, "--min-score")
-        crops.check_out(data, out_dir)
-        if saliency is not None:
-            _saliency_only(saliency, classes, detector, min_score)
-            boxer, source = _saliency_boxer(saliency), "saliency"
-        else:
-            found = crops.load_detector(detector or crops.DEFAULT_DETECTOR)
-            wanted = (
-                crops.check_classes(classes.split(","), found.categories)
-                if classes is not None
-                else None
-            )
-            score = DEFAULT_MIN_SCORE if min_score is None else min_score
-            boxer, source = crops.detector_boxer(found, wanted, score), f"detector:{found.name}"
-        summary = crops.crop_dataset(data, out_dir, boxer, margin, source)
+        summary = crop_images(
+            data,
+            out_dir,
+            classes=classes,
+            detector=detector,
+            margin=margin,
+            min_score=min_score,
+            saliency=saliency,
+        )
         out.print(
             f"{summary.boxed} images cut to a box, {summary.whole} kept whole, "
-            f"{summary.unreadable} unreadable; boxes in {summary.csv}",
+            f"{summary.unreadable} unreadable; boxes in {summary.boxes_csv}",
             highlight=False,
         )
         if summary.unreadable:
             raise typer.Exit(EXIT_UNREADABLE)
-
-
-def _saliency_boxer(run: Path) -> Boxer:
-    from transferlab.bundle import find_bundle_dir, load_bundle
-    from transferlab.crop import saliency_boxer
-    from transferlab.explain import target_layer
-
-    bundle = load_bundle(find_bundle_dir(run))
-    target_layer(bundle.model)  # a model Grad-CAM cannot read fails before anything is written
-    return saliency_boxer(bundle.model, bundle.preprocessing, bundle.class_names)
