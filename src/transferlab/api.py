@@ -341,18 +341,18 @@ class Audit:
 
     def to_json(self, path: PathLike | None = None) -> str:
         """The JSON of ``audit --json``; written (atomically) to ``path`` when given."""
-        from transferlab.audit.report import write_json
+        from transferlab.audit.report import check_out_file, write_json
 
         if path is not None:
-            _check_out_file(Path(path), "--json")
+            check_out_file(Path(path), "--json")
             write_json(self.result, Path(path))
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     def to_html(self, path: PathLike) -> Path:
         """Write the HTML page of ``audit --html`` (thumbnails of every group and suspect)."""
-        from transferlab.audit.report import write_html
+        from transferlab.audit.report import check_out_file, write_html
 
-        _check_out_file(Path(path), "--html")
+        check_out_file(Path(path), "--html")
         write_html(self.result, Path(path))
         return Path(path)
 
@@ -369,11 +369,6 @@ class Audit:
             f"duplicate_groups={s['duplicate_groups']}, label_conflicts={s['label_conflicts']}, "
             f"leaks={s['leaks']}, label_issues={s['label_issues']})"
         )
-
-
-def _check_out_file(path: Path, flag: str) -> None:
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
 
 
 @dataclass

@@ -13,12 +13,19 @@ from rich.table import Table
 
 from transferlab.audit.core import AuditResult, DuplicateGroup, Suspect
 from transferlab.data.images import ImageReadError, load_image
+from transferlab.errors import ConfigError
 from transferlab.files import replace_when_done
 from transferlab.report import html
 
 THUMB_PX = 120
 # A page stays openable on big, messy data: the JSON keeps every group, the page the first.
 HTML_GROUPS = 300
+
+
+def check_out_file(path: Path, flag: str) -> None:
+    """Refuse an output ``path`` (of option ``flag``) that is a folder, before any work."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
 
 
 def summary_table(result: AuditResult) -> Table:

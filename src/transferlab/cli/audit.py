@@ -25,13 +25,6 @@ gives splits).
 Opt = typer.Option
 
 
-def _check_out(path: Path | None, flag: str) -> None:
-    from transferlab.errors import ConfigError
-
-    if path is not None and path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
-
-
 @app.command(epilog=AUDIT_EXAMPLES)
 def audit(
     data: Annotated[
@@ -70,10 +63,11 @@ def audit(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.api import audit as run_audit
-        from transferlab.audit.report import summary_table, write_html, write_json
+        from transferlab.audit.report import check_out_file, summary_table, write_html, write_json
 
-        _check_out(json_out, "--json")
-        _check_out(html_out, "--html")
+        for path, flag in ((json_out, "--json"), (html_out, "--html")):
+            if path is not None:
+                check_out_file(path, flag)
         result = run_audit(
             data,
             split_file=split_file,
