@@ -134,19 +134,14 @@ def predictions_html(predictions: Sequence[Prediction], images: Sequence[Any] = 
 
 
 def _memory_thumb(image: Any) -> str:
-    import io
-
     from PIL import Image
 
+    from transferlab.data.images import thumbnail_bytes
     from transferlab.report import html
 
     if not isinstance(image, Image.Image):
         return ""
-    copy = image.copy()
-    copy.thumbnail((96, 96))
-    buf = io.BytesIO()
-    copy.convert("RGB").save(buf, format="PNG")
-    return html.img(buf.getvalue(), "image", width=96)
+    return html.img(thumbnail_bytes(image, 96), "image", width=96)
 
 
 def metrics_html(metrics: dict[str, Any], title: str) -> str:

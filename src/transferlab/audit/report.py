@@ -3,7 +3,6 @@ with a thumbnail of every member of every duplicate group and of every label sus
 
 from __future__ import annotations
 
-import io
 import json
 from html import escape
 from pathlib import Path
@@ -12,7 +11,7 @@ from rich.markup import escape as markup
 from rich.table import Table
 
 from transferlab.audit.core import AuditResult, DuplicateGroup, Suspect
-from transferlab.data.images import ImageReadError, load_image
+from transferlab.data.images import ImageReadError, load_image, thumbnail_bytes
 from transferlab.errors import ConfigError
 from transferlab.files import replace_when_done
 from transferlab.report import html
@@ -80,13 +79,10 @@ def write_json(result: AuditResult, out: Path) -> None:
 
 def _thumb(path: str) -> str:
     try:
-        img = load_image(path)
+        jpeg = thumbnail_bytes(load_image(path), THUMB_PX, "JPEG", quality=80)
     except ImageReadError:
         return '<div class="missing">unreadable</div>'
-    img.thumbnail((THUMB_PX, THUMB_PX))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return html.img(buf.getvalue(), Path(path).name, "image/jpeg")
+    return html.img(jpeg, Path(path).name, "image/jpeg")
 
 
 def _card(path: str, lines: list[str], bad: bool = False) -> str:

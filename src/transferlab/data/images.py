@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -85,3 +86,13 @@ def load_image_bytes(data: bytes) -> Image.Image:
     if not data:
         raise ImageReadError("empty payload (0 bytes)")
     return _decode(io.BytesIO(data))
+
+
+def thumbnail_bytes(img: Image.Image, size: int, fmt: str = "PNG", **save: Any) -> bytes:
+    """``img`` shrunk to fit ``size`` x ``size`` (aspect kept; ``img`` itself untouched),
+    encoded as RGB ``fmt`` with the encoder options ``save``."""
+    copy = img.copy()
+    copy.thumbnail((size, size))
+    buf = io.BytesIO()
+    copy.convert("RGB").save(buf, format=fmt, **save)
+    return buf.getvalue()

@@ -4,7 +4,6 @@ figure as PNG and every number as JSON, built only from the files the run left b
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from transferlab.data.images import ImageReadError, load_image
+from transferlab.data.images import ImageReadError, load_image, thumbnail_bytes
 from transferlab.errors import TransferlabError
 from transferlab.report import html, plots, stats
 
@@ -110,13 +109,9 @@ def batch_positions(epochs: list[int]) -> list[float]:
 def thumbnail(path: Path, size: int = THUMB_PX) -> bytes | None:
     """A PNG thumbnail, or None when the image is gone or unreadable."""
     try:
-        img = load_image(path)
+        return thumbnail_bytes(load_image(path), size)
     except ImageReadError:
         return None
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @dataclass
