@@ -601,11 +601,6 @@ class Model:
         from transferlab.calibration import check_reject_below
 
         value = check_reject_below(threshold, "reject-below")
-        if self.path.suffix.lower() == ".onnx":
-            raise ConfigError(
-                f"{self.path} is an ONNX export; set the threshold on its bundle and export "
-                "again, or pass --reject-below to predict, serve or stream"
-            )
         written = set_reject_below(self.path, value)
         self._backend = None  # loaded again with the new default when next needed
         return written

@@ -211,6 +211,11 @@ def reject_below_of(meta: dict[str, Any], where: Path | str = META_FILE) -> floa
 def set_reject_below(path: Path, value: float | None) -> Path:
     """Store the bundle's default reject threshold (None: answer every image) in its
     ``model.json``, rewritten atomically; returns that file."""
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{path} is an ONNX export; set the threshold on its bundle and export again, "
+            "or pass --reject-below to predict, serve or stream"
+        )
     if value is not None and not 0 <= value <= 1:
         raise ConfigError(f"reject threshold {value} is not a probability; give one in [0, 1]")
     directory = find_bundle_dir(path)

@@ -54,14 +54,8 @@ def reject_below(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab.bundle import set_reject_below
-        from transferlab.errors import ConfigError
 
         value = parse_threshold(threshold)
-        if model.suffix.lower() == ".onnx":
-            raise ConfigError(
-                f"{model} is an ONNX export; set the threshold on its bundle and export again, "
-                "or pass --reject-below to predict, serve or stream"
-            )
         written = set_reject_below(model, value)
         if not quiet:
             said = "every image is answered" if value is None else f"'unknown' below {value:g}"
