@@ -47,11 +47,6 @@ PathLike = Union[str, Path]  # noqa: UP007  (a runtime alias, also read by mkdoc
 #: What :meth:`Model.predict` takes for one image.
 ImageLike = Union[str, Path, "Image.Image", "np.ndarray", "torch.Tensor"]
 RUNS_DIR = Path("runs")
-# The same one-line error as ``transferlab predict --explain`` with an ONNX model.
-EXPLAIN_NEEDS_TORCH = (
-    "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime gives none); "
-    "give a bundle or run folder without --backend onnx"
-)
 
 __all__ = [
     "Audit",
@@ -565,18 +560,18 @@ class Model:
             'capitol-dome.gradcam.png'
         """
         from transferlab.backends import TorchBackend
-        from transferlab.explain import write_explanations
+        from transferlab.explain import NEEDS_TORCH, write_explanations
         from transferlab.predict import predict_files
 
         if self.backend_name == "onnx" or self.path.suffix.lower() == ".onnx":
-            raise ConfigError(EXPLAIN_NEEDS_TORCH)  # before loading, as the CLI refuses it
+            raise ConfigError(NEEDS_TORCH)  # before loading, as the CLI refuses it
         items = _as_list(images)
         if not all(isinstance(item, str | Path) for item in items):
             raise ConfigError("explain takes image files or folders; save in-memory images first")
         paths = [p for item in items for p in _expand(item)]
         runner = self.backend
         if not isinstance(runner, TorchBackend):
-            raise ConfigError(EXPLAIN_NEEDS_TORCH)
+            raise ConfigError(NEEDS_TORCH)
         # reject_below=0: every readable image keeps its top class, the one to explain.
         results = predict_files(runner, paths, 1, reject_below=0.0)
         for r in results:

@@ -31,6 +31,11 @@ from transferlab.files import replace_when_done
 
 logger = logging.getLogger(__name__)
 
+# The one-line refusal of ``predict --explain`` and ``Model.explain`` on an ONNX model.
+NEEDS_TORCH = (
+    "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime gives none); "
+    "give a bundle or run folder without --backend onnx"
+)
 # timm classes whose forward_features runs layers after the last feature_info stage.
 TIMM_FINAL_LAYERS = {"EfficientNet": "bn2"}
 # transferlab's own classes: the module whose output is forward_features' output.

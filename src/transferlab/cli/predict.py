@@ -125,10 +125,9 @@ def predict(
         check_mode(tta)
         check_reject_below(reject_below)
         if explain is not None and (backend == "onnx" or model.suffix.lower() == ".onnx"):
-            raise ConfigError(
-                "--explain needs the torch backend (Grad-CAM takes gradients, ONNX Runtime "
-                "gives none); give a bundle or run folder without --backend onnx"
-            )
+            from transferlab.explain import NEEDS_TORCH
+
+            raise ConfigError(NEEDS_TORCH)
         runner = load_backend(model, backend)
         paths = expand_inputs(images)
         if not paths:
