@@ -38,6 +38,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
+# Distinct from 1 (a crash) and 2 (bad input): a batch (predict, crop) that was partly done.
+EXIT_UNREADABLE = 3
 out = Console()
 err = Console(stderr=True)
 logger = logging.getLogger("transferlab")

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from transferlab.cli._common import Debug, Quiet, app, guard, out, setup_logging
+from transferlab.cli._common import (
+    EXIT_UNREADABLE,
+    Debug,
+    Quiet,
+    app,
+    guard,
+    out,
+    setup_logging,
+)
 
 CROP_EXAMPLES = """
 [bold]Examples[/bold]
@@ -24,7 +32,6 @@ CROP_EXAMPLES = """
   3: some images could not be read; the others were written
   1: an unexpected crash (rerun with --debug)
 """
-EXIT_UNREADABLE = 3
 
 
 @app.command(epilog=CROP_EXAMPLES)

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
+from transferlab.cli._common import (
+    EXIT_UNREADABLE,
+    Debug,
+    Quiet,
+    app,
+    err,
+    guard,
+    out,
+    setup_logging,
+)
 
 PREDICT_EXAMPLES = """
 [bold]Examples[/bold]
@@ -28,8 +37,6 @@ PREDICT_EXAMPLES = """
   3: some files could not be read; the others were classified and printed
   1: an unexpected crash (rerun with --debug)
 """
-# Distinct from 1 (a crash) and 2 (bad input): a batch that was partly classified.
-EXIT_UNREADABLE = 3
 
 ModelArgument = Annotated[
     Path, typer.Argument(help="A run folder, a model bundle folder or an exported .onnx file.")
