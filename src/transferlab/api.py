@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -262,7 +263,7 @@ class LRFind:
         from transferlab.report import html
 
         s = self.result.suggestion
-        note = html.note(_escape(f"suggested lr {s.lr:.2e}: {s.reason}"))
+        note = html.note(escape(f"suggested lr {s.lr:.2e}: {s.reason}"))
         return note + html.img(self.plot_path.read_bytes(), "LR range test", width=560)
 
 
@@ -390,12 +391,6 @@ class CropResult:
 
         with self.boxes_csv.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-
-
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text)
 
 
 class Model:
