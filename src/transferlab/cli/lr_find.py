@@ -87,21 +87,17 @@ def lr_find(
         check_range(start_lr, end_lr, steps)
         cfg = run_config(lr_find, context.params, config, sets, {"data.path": str(data)})
         found = lr_find_config(cfg, out_dir, start_lr, end_lr, steps)
-        result, ctx, csv_path, png_path = (
-            found.result,
-            found.context,
-            found.csv_path,
-            found.plot_path,
-        )
-        s = result.suggestion
+        ctx = found.context
+        s = found.result.suggestion
         diverged = f"{s.diverged_lr:.2e}" if s.diverged_lr is not None else "not reached"
         if not quiet:
             out.print(
-                f"{len(result.lrs)} {ctx['optimizer']} steps on {ctx['train_images']} training "
-                f"images; loss minimum at lr {s.min_loss_lr:.2e}, diverged at {diverged}",
+                f"{len(found.result.lrs)} {ctx['optimizer']} steps on {ctx['train_images']} "
+                f"training images; loss minimum at lr {s.min_loss_lr:.2e}, diverged at {diverged}",
                 highlight=False,
                 soft_wrap=True,
             )
             out.print(f"rule: {s.reason}", highlight=False, soft_wrap=True)
-            out.print(f"curve: {csv_path}, plot: {png_path}", highlight=False, soft_wrap=True)
+            paths = f"curve: {found.csv_path}, plot: {found.plot_path}"
+            out.print(paths, highlight=False, soft_wrap=True)
         out.print(f"suggested lr: {s.lr:.2e}", highlight=False)
