@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import REPO
+from trained_model import trained_run
 from transferlab.cli import app
 from transferlab.compare import (
     clear_unfinished,
@@ -54,6 +55,7 @@ from transferlab.report.leaderboard import (
     render_csv,
     render_markdown,
     summarise_cell,
+    write_leaderboard,
 )
 
 PAPER = REPO / "examples" / "baselines" / "ahe-paper-resnet.yaml"
@@ -200,6 +202,22 @@ def test_baseline_run_instead_of_a_file() -> None:
     assert rows[1].net == 0
     with pytest.raises(ConfigError, match="not a run here"):
         per_class_rows(cells, classes, None, baseline_run="three")
+
+
+def test_a_given_baseline_replaces_the_plans_without_reading_it(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    # The experiment's copy of its baseline is gone: --baseline-run or --baseline still work.
+    out = tmp_path / "exp"
+    shutil.copytree(trained_run(tmp_path_factory), out / "r1")
+    plan = {"baseline": "baseline.yaml", "cells": [{"name": "r1", "runs": ["r1"]}]}
+    (out / "experiment.json").write_text(json.dumps(plan), encoding="utf-8")
+    write_leaderboard(out, baseline_run="r1")
+    assert "| baseline: r1 |" in (out / "leaderboard.md").read_text(encoding="utf-8")
+    write_leaderboard(out, baseline_file=PAPER)
+    assert "| baseline: " in (out / "leaderboard.md").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="baseline file not found"):
+        write_leaderboard(out)  # the plan's own baseline is still required when it is used
 
 
 def test_summarise_cell_over_seeds() -> None:

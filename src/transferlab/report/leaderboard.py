@@ -728,11 +728,12 @@ def write_leaderboard(
 
     The baseline defaults to the one the experiment was run with (``experiment.json``).
     """
-    baseline, plan_run = _plan_baseline(out)
-    if baseline_file is not None:
-        baseline, plan_run = load_baseline(baseline_file), None
-    if baseline_run is not None:
-        baseline, plan_run = None, baseline_run
+    if baseline_file is None and baseline_run is None:
+        # The experiment's own baseline is read only when none is given instead.
+        baseline, plan_run = _plan_baseline(out)
+    else:
+        given = load_baseline(baseline_file) if baseline_file is not None else None
+        baseline, plan_run = (None, baseline_run) if baseline_run is not None else (given, None)
     board = build_board(out, baseline, plan_run)
     ordered = ranked(board.cells)
     chart = None
