@@ -637,6 +637,7 @@ def build_board(
     missing: list[str] = []
     failed: list[FailedRun] = []
     display: dict[str, str] = {}  # the first run's display names (one dataset)
+    first: Mapping[str, Any] = {}  # the first run's metrics: what every run was scored on
     for name, run_names, settings in cells_meta:
         runs = [r for r in (_read_run(out / n) for n in run_names) if r is not None]
         failures = [f for f in (read_failure(out / n) for n in run_names) if f is not None]
@@ -649,6 +650,7 @@ def build_board(
                 if (out / runs[0].name / "report.html").is_file()
                 else None
             )
+            first = first if cells else runs[0].metrics
             cells.append(summarise_cell(name, runs, settings, link))
             display = display or shown_names(runs[0].metrics)
     if not cells and not failed:
@@ -662,7 +664,7 @@ def build_board(
                 f"run '{c.name}' has other classes than '{cells[0].name}'; runs in one "
                 "leaderboard must be trained on the same data"
             )
-    notes = _notes(out, plan, cells, missing, failed)
+    notes = _notes(out, plan, cells, missing, failed, first)
     axes: dict[str, list[Any]] = {}
     for c in cells:
         for k, v in c.settings.items():
@@ -680,6 +682,7 @@ def _notes(
     cells: Sequence[CellSummary],
     missing: Sequence[str],
     failed: Sequence[FailedRun],
+    first: Mapping[str, Any],
 ) -> list[str]:
     notes = []
     if plan.get("dataset"):
@@ -691,13 +694,10 @@ def _notes(
     else:
         split = "each run's own split"
     if cells:
-        first = _read_run(out / cells[0].runs[0])
-        assert first is not None
-        m = first.metrics
         notes.append(
             f"{sum(c.seeds for c in cells)} runs in {len(cells)} configuration"
-            f"{'s' if len(cells) > 1 else ''} on {split}; "
-            f"evaluated on the {m.get('split', '?')} split ({m.get('num_images', '?')} images)"
+            f"{'s' if len(cells) > 1 else ''} on {split}; evaluated on the "
+            f"{first.get('split', '?')} split ({first.get('num_images', '?')} images)"
         )
     if failed:
         notes.append(f"failed: {', '.join(f.name for f in failed)} (see Failed runs)")
