@@ -26,6 +26,7 @@ from transferlab.data.images import ImageReadError, is_image_file, load_image
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import ConfigError, DatasetError, WeightsError
 from transferlab.files import replace_when_done
+from transferlab.models.tv import hub_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +154,7 @@ def _from_file(path: Path) -> Detector:
 
 def hub_weights_file(name: str) -> Path:
     """Where torchvision keeps ``name``'s COCO weights once downloaded."""
-    url = torchvision.models.get_model_weights(name).DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return hub_checkpoint(torchvision.models.get_model_weights(name).DEFAULT.url)
 
 
 def _from_hub(name: str) -> Detector:

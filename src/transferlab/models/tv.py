@@ -108,12 +108,17 @@ def _default_weights(bare: str) -> WeightsEnum | None:
     return default
 
 
+def hub_checkpoint(url: str) -> Path:
+    """Where ``torch.hub`` keeps the checkpoint downloaded from ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def tv_weights_file(name: str) -> Path | None:
     """Where torchvision keeps ``name``'s ImageNet weights once downloaded (None: no weights)."""
     weights = _default_weights(_check_name(name))
     if weights is None:
         return None
-    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    return hub_checkpoint(weights.url)
 
 
 def tv_weights_available(name: str) -> bool:
