@@ -48,15 +48,6 @@ Sampler = Literal["random", "balanced"]
 ClassWeights = Literal["none", "auto"]
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
-AUGMENTS: tuple[str, ...] = get_args(AugmentPreset)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-BN_MODES: tuple[str, ...] = get_args(BnMode)
-HEADS: tuple[str, ...] = get_args(Head)
-MONITORS: tuple[str, ...] = get_args(Monitor)
-SAMPLERS: tuple[str, ...] = get_args(Sampler)
-CLASS_WEIGHTS: tuple[str, ...] = get_args(ClassWeights)
 
 
 @dataclass(frozen=True)
