@@ -155,8 +155,9 @@ def _dotted(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``{train: {lr: 1}}`` and ``{train.lr: 1}`` both become ``{"train.lr": 1}``; an
     unknown key fails with the config's own message (which suggests the closest key)."""
     out: dict[str, Any] = {}
+    sections = _sections()
     for key, value in entry.items():
-        if key in _sections() and isinstance(value, Mapping):
+        if key in sections and isinstance(value, Mapping):
             for sub, v in value.items():
                 out[f"{key}.{sub}"] = v
         else:
