@@ -51,13 +51,21 @@ def encode_digests(found: Iterable[bytes]) -> dict[str, Any]:
     }
 
 
-def decode_training_images(entry: Any) -> set[bytes] | None:
-    """The digests of a metadata entry; None when there is none or it is not one of ours."""
-    if not isinstance(entry, dict) or entry.get("method") != METHOD:
+def _unpacked(entry: Any, method: str, field: str) -> bytes | None:
+    """The base64 ``field`` of a metadata entry of ``method``; None when there is none,
+    it is of another method or damaged."""
+    if not isinstance(entry, dict) or entry.get("method") != method:
         return None
     try:
-        raw = base64.b64decode(str(entry.get("digests", "")), validate=True)
+        return base64.b64decode(str(entry.get(field, "")), validate=True)
     except ValueError:
+        return None
+
+
+def decode_training_images(entry: Any) -> set[bytes] | None:
+    """The digests of a metadata entry; None when there is none or it is not one of ours."""
+    raw = _unpacked(entry, METHOD, "digests")
+    if raw is None:
         return None
     return {raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES)}
 
@@ -76,11 +84,8 @@ def encode_phashes(hashes: Iterable[int]) -> dict[str, Any]:
 
 def decode_phashes(entry: Any) -> list[int] | None:
     """The hashes of an :func:`encode_phashes` entry; None when there is none."""
-    if not isinstance(entry, dict) or entry.get("method") != PHASH_METHOD:
-        return None
-    try:
-        raw = base64.b64decode(str(entry.get("hashes", "")), validate=True)
-    except ValueError:
+    raw = _unpacked(entry, PHASH_METHOD, "hashes")
+    if raw is None:
         return None
     return [int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw) - 7, 8)]
 
