@@ -23,7 +23,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -620,7 +620,6 @@ def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[Any]:
 
 
 def _expand(item: PathLike) -> list[Path]:
-    from transferlab.errors import DatasetError
     from transferlab.predict import expand_inputs
 
     paths = expand_inputs([Path(item)])
