@@ -26,6 +26,14 @@ def class_folders(tmp_path: Path) -> Callable[..., Path]:
     return build
 
 
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run folder (tests/trained_model.py), trained once per test session."""
+    from trained_model import trained_run
+
+    return trained_run(tmp_path_factory)
+
+
 @pytest.fixture
 def restore_transferlab_logging() -> Iterator[None]:
     """The CLI reconfigures the ``transferlab`` logger; put it back for the next test."""

@@ -69,3 +69,13 @@ def bad_files(folder: Path) -> dict[str, Path]:
         "empty": empty,
         "text": text_as_jpg,
     }
+
+
+def invoke(*args: object) -> tuple[int, str, str]:
+    """The CLI in-process: exit code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr

@@ -18,18 +18,13 @@ from typer.testing import CliRunner
 
 import transferlab as tl
 from helpers import CLASSES, copy_photos, truncated_jpeg
-from trained_model import held_out_photos, trained_run
+from trained_model import held_out_photos
 from transferlab.cli import app
 from transferlab.config import from_dict
 from transferlab.errors import ConfigError, DatasetError
 from transferlab.evaluate import evaluate_model
 
 TINY = {"model.name": "convnet1", "model.weights": "none", "model.image_size": 64}
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -204,13 +204,6 @@ def test_train_strict_stops_on_a_label_conflict_before_writing(tmp_path: Path) -
 # --- evaluate recognises copies of training images ------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trained_model import trained_run
-
-    return trained_run(tmp_path_factory)
-
-
 def test_evaluate_warns_about_copies_of_training_images_in_another_folder(
     run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from trained_model import CLASSES, held_out_photos, trained_run
+from trained_model import CLASSES, held_out_photos
 from transferlab.backends import OnnxBackend, TorchBackend, load_backend
 from transferlab.data.images import load_image
 from transferlab.data.transforms import to_base
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.mark.slow

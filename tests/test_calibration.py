@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trained_model import CLASSES, held_out_photos, trained_run
+from trained_model import CLASSES, held_out_photos
 from transferlab.backends import load_backend
 from transferlab.bundle import load_bundle, save_bundle
 from transferlab.calibration import (
@@ -31,11 +31,6 @@ from transferlab.models.registry import create_model, resolve_preprocessing
 from transferlab.pipeline import train_run
 
 HELD_OUT = 20  # example photos per class beyond the ones the tiny run trained on
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 def _sampled(logits: torch.Tensor, seed: int) -> torch.Tensor:

@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from typer.testing import CliRunner
 
-from helpers import copy_photos, example_photos
+from helpers import copy_photos, example_photos, invoke
 from transferlab.backends import load_backend
 from transferlab.bundle import load_bundle
-from transferlab.cli import app
 from transferlab.data.class_names import display_names, read_class_names
 from transferlab.errors import ConfigError
 from transferlab.serve.app import create_app
@@ -37,11 +35,6 @@ WORDS = (
 )
 SCRATCH = ["--model", "convnet1", "--weights", "none", "--strategy", "scratch"]
 TINY_RUN = ["--image-size", "64", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(autouse=True)

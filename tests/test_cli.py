@@ -23,9 +23,8 @@ import torch
 import typer.main
 import yaml
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from helpers import AWKWARD_NAME, CLASSES, bad_files, copy_photos, example_photos
+from helpers import AWKWARD_NAME, CLASSES, bad_files, copy_photos, example_photos, invoke
 from transferlab.bundle import load_bundle
 from transferlab.cli import app
 
@@ -115,12 +114,6 @@ def rerun(workdir: Path, run: Run) -> Run:
 @pytest.fixture(autouse=True)
 def _logging(restore_transferlab_logging: None) -> None:
     """In-process CLI calls reconfigure logging; restore it after each test."""
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    """The CLI in-process: exit code, stdout, stderr."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 # --- train ------------------------------------------------------------------------------

@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trained_model import held_out_photos, trained_run
+from trained_model import held_out_photos
 from transferlab.cli import app
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

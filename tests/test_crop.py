@@ -10,12 +10,10 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from typer.testing import CliRunner
 
-from helpers import copy_photos, truncated_jpeg
+from helpers import copy_photos, invoke, truncated_jpeg
 from trained_model import trained_run
 from transferlab import crop
-from transferlab.cli import app
 from transferlab.crop import Box, largest_box, saliency_box, with_margin
 from transferlab.data.images import load_image
 from transferlab.models import tv
@@ -26,11 +24,6 @@ DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
 @pytest.fixture(autouse=True)
 def _logging(restore_transferlab_logging: None) -> None:
     """In-process CLI calls reconfigure logging; restore it after each test."""
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def read_rows(out: Path) -> list[dict[str, str]]:

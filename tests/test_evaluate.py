@@ -10,15 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import copy_photos
-from trained_model import CLASSES, PER_CLASS, trained_run
+from trained_model import CLASSES, PER_CLASS
 from transferlab.cli import app
 from transferlab.errors import DatasetError
 from transferlab.evaluate import evaluate_model, run_split, select_eval_samples
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from helpers import truncated_jpeg
-from trained_model import CLASSES, IMAGE_SIZE, held_out_photos, trained_run
+from helpers import invoke, truncated_jpeg
+from trained_model import CLASSES, IMAGE_SIZE, held_out_photos
 from transferlab.bundle import load_bundle
-from transferlab.cli import app
 from transferlab.config import from_dict
 from transferlab.crop import saliency_boxer
 from transferlab.errors import ModelError
@@ -115,19 +113,9 @@ def test_vision_transformers_are_not_supported_yet() -> None:
         target_layer(model)
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
-
-
 @pytest.fixture(autouse=True)
 def _logging(restore_transferlab_logging: None) -> None:
     """In-process CLI calls reconfigure logging; restore it after each test."""
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_predict_explain_writes_one_named_heat_map_per_photo(run: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from helpers import copy_photos
-from trained_model import CLASSES, IMAGE_SIZE, PER_CLASS, held_out_photos, trained_run
+from trained_model import CLASSES, IMAGE_SIZE, PER_CLASS, held_out_photos
 from transferlab.backends import OnnxBackend, TorchBackend, load_backend
 from transferlab.bundle import load_bundle
 from transferlab.cli import app
@@ -29,11 +29,6 @@ from transferlab.export import (
     export_model,
     load_torchscript,
 )
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

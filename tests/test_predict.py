@@ -6,28 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from helpers import truncated_jpeg
-from trained_model import CLASSES, held_out_photos, trained_run
+from helpers import invoke, truncated_jpeg
+from trained_model import CLASSES, held_out_photos
 from transferlab.backends import load_backend
-from transferlab.cli import app
 from transferlab.predict import predict_files
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
 def _logging(restore_transferlab_logging: None) -> None:
     """In-process CLI calls reconfigure logging; restore it after each test."""
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "ten-crop"])

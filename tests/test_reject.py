@@ -18,6 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import invoke
 from test_serve import Server, _free_port, _post_file, _wait_until_up
 from test_stream import BAND, PER_PHOTO, make_video, read_frames
 from trained_model import CLASSES, held_out_photos, trained_run
@@ -26,11 +27,6 @@ from transferlab.cli import app
 from transferlab.evaluate import run_split
 from transferlab.predict import predict_files
 from transferlab.stream import annotate
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture
@@ -42,11 +38,6 @@ def bundle(run: Path, tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _logging(restore_transferlab_logging: None) -> None:
     """In-process CLI calls reconfigure logging; restore it after each test."""
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def predict_json(model: Path, photos: list[Path], *options: object) -> list[dict[str, object]]:

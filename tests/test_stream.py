@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from trained_model import CLASSES, held_out_photos, trained_run
+from trained_model import CLASSES, held_out_photos
 from transferlab.backends import load_backend
 from transferlab.cli import app
 from transferlab.stream import StreamOptions, run_stream
@@ -21,11 +21,6 @@ from transferlab.stream import StreamOptions, run_stream
 SIZE = (160, 120)  # width, height
 PER_PHOTO = 12  # frames each photo is shown for
 BAND = 24  # rows of the label band at this frame height (max(24, height // 9))
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
