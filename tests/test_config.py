@@ -236,6 +236,10 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "train.early_stopping": [0],
     "train.min_delta": [-0.001],
     "train.seed": [-1],
+    "train.ema_decay": [0, 1.0],
+    "train.resize_from": [8],
+    "train.time_budget": [0, -60],
+    "train.grad_accum": [0],
 }
 
 
@@ -321,3 +325,14 @@ def test_multistep_with_milestones_and_mlp_with_units_are_fine() -> None:
         },
     )
     assert cfg.train.milestones == (2, 4) and cfg.model.hidden_units == (64,)
+
+
+@pytest.mark.parametrize("devices", ["0", "-1", "two", "1.5"])
+def test_devices_must_be_a_count_or_auto(devices: str) -> None:
+    with pytest.raises(ConfigError, match="--devices"):
+        config.from_dict({"train": {"devices": devices}})
+
+
+def test_devices_takes_counts_and_auto() -> None:
+    assert config.from_dict({"train": {"devices": 2}}).train.devices == "2"
+    assert config.from_dict({"train": {"devices": "auto"}}).train.devices == "auto"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,17 @@ from transferlab.data.discover import discover
 from transferlab.data.split import SplitSamples, stratified_split
 from transferlab.data.store import ImageSet, decode_all
 from transferlab.data.transforms import Preprocessing
-from transferlab.engine import Callback, FitResult, StopTraining, _truncate_batches, fit
-from transferlab.finetune import Phase
+from transferlab.engine import (
+    Callback,
+    FitResult,
+    StopTraining,
+    Trainer,
+    _truncate_batches,
+    _val_metrics,
+    fit,
+    predict_logits,
+)
+from transferlab.finetune import Phase, resize_schedule
 from transferlab.models.heads import HeadSpec
 from transferlab.models.registry import create_model, resolve_preprocessing
 
@@ -247,3 +257,43 @@ def test_a_batch_of_one_where_batchnorm_trains_is_refused_before_anything_is_wri
     assert len(lines) == 1 and "batch_size" in lines[0] and "BatchNorm" in lines[0], proc.stderr
     assert "unexpected" not in proc.stderr
     assert not (out / "config.yaml").exists()
+
+
+def test_progressive_resizing_trains_small_first_and_validates_at_full_size(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    assert resize_schedule(16, 32, 3) == (16, 24, 32)
+    assert resize_schedule(32, 32, 3) == ()
+    train_set, val_set, prep = _sets(class_folders(6))
+    model, _ = create_model("convnet1", 3, "none", 0.0, None)
+    cfg = TrainConfig(batch_size=8, scheduler="none")
+    phase = Phase("full", 3, "all", 1e-3, 1e-3, augment=True, image_sizes=(16, 24, 32))
+    trainer = Trainer(model, train_set, val_set, prep, cfg, PRESETS["light"], torch.device("cpu"))
+    seen = []
+    for epoch in range(3):
+        trainer.train_prep = replace(prep, input_size=phase.image_size(epoch, prep.input_size))
+        seen.append({tuple(x.shape[-2:]) for x, _ in trainer.train_batches(phase)})
+    assert seen == [{(16, 16)}, {(24, 24)}, {(32, 32)}]
+    result = _fit(class_folders(6), tmp_path / "run", phase)
+    assert len(result.history) == 3
+
+
+def test_ema_weights_are_validated_and_kept_when_better(
+    class_folders: Callable[..., Path], tmp_path: Path
+) -> None:
+    phase = Phase("full", 3, "all", 1e-2, 1e-2, augment=False)
+    result = _fit(class_folders(6), tmp_path / "run", phase, ema_decay=0.9)
+    assert {r.weights for r in result.history} <= {"raw", "ema"}
+    best = result.history[result.best_epoch - 1]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["ema"] is not None and ckpt["ema_steps"] > 0
+    for key, value in result.best_state.items():
+        assert torch.equal(ckpt["model"][key], value), key
+    # the kept weights are the ones the recorded val numbers belong to
+    model, _ = create_model("convnet1", 3, "none", 0.0, None)
+    model.load_state_dict(result.best_state)
+    _, val_set, prep = _sets(class_folders(6))
+    logits = predict_logits(model, val_set, prep, 16)
+    assert _val_metrics(logits, val_set.targets)["val_macro_f1"] == pytest.approx(
+        best.val_macro_f1, abs=1e-6
+    )

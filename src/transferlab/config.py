@@ -40,7 +40,7 @@ Strategy = Literal["two-stage", "scratch", "linear-probe", "top-n", "full"]
 Optimizer = Literal["adamw", "adam", "sgd", "rmsprop"]
 Scheduler = Literal["cosine", "none", "step", "multistep", "onecycle", "plateau"]
 AugmentPreset = Literal["none", "light", "strong"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
 BnMode = Literal["train", "frozen"]
 Head = Literal["linear", "mlp"]
 Monitor = Literal["val_macro_f1", "val_accuracy", "val_loss"]
@@ -138,9 +138,23 @@ class TrainConfig:
     feature_cache: bool = True  # frozen backbone + no augmentation: compute features once
     feature_cache_dir: str | None = None  # keep them on disk for later runs (compare: on)
     init_from: str | None = None  # start from these weights (bundle, run or checkpoint)
+    # Exponential moving average of the weights (timm's ModelEmaV3), validated beside the
+    # raw weights each epoch; the better of the two is kept. None: off.
+    ema_decay: float | None = None
+    # Progressive resizing: the first epochs of a phase that trains the backbone start at
+    # this image size and grow to the model's, the last epoch at full size. None: off.
+    resize_from: int | None = None
+    # Stop training when this many seconds are spent (the CLI also takes 90s, 15m, 1h30m);
+    # the run is planned to fit. None: no budget.
+    time_budget: float | None = None
     precision: Precision = "fp32"
     channels_last: bool = True  # NHWC memory format: faster convolutions (1.6x a CPU epoch)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Processes to train with (one per GPU, or CPU processes): N or auto (every GPU; 1 on CPU).
+    devices: str = "1"
+    compile: bool = False  # torch.compile the model before training
+    sync_bn: bool = False  # BatchNorm statistics synchronised across processes
+    grad_accum: int = 1  # optimizer step every K batches (effective batch: K x batch_size)
     seed: int = 0
 
 
@@ -211,6 +225,10 @@ LIMITS: dict[str, Limit] = {
     "train.early_stopping": _AT_LEAST_ONE,
     "train.min_delta": _NON_NEGATIVE,
     "train.seed": Limit(0, 2**32 - 1),  # numpy's seed range
+    "train.ema_decay": Limit(0, 1, lo_open=True, hi_open=True),
+    "train.resize_from": Limit(16),
+    "train.time_budget": _POSITIVE,
+    "train.grad_accum": _AT_LEAST_ONE,
 }
 # Examples shown when a list value cannot be read.
 _LIST_EXAMPLES = {"model.hidden_units": "1024,512", "train.milestones": "10,20"}
@@ -563,6 +581,12 @@ _RULES: list[tuple[Callable[[RunConfig], bool], str]] = [
         lambda c: c.train.scheduler != "multistep" or bool(c.train.milestones),
         "--scheduler multistep needs --milestones (epochs to decay at, e.g. 10,20); without "
         "them the LR never changes",
+    ),
+    (
+        lambda c: (
+            c.train.devices == "auto" or (c.train.devices.isdigit() and int(c.train.devices) >= 1)
+        ),
+        "--devices must be a whole number of processes (1, 2, ...) or auto",
     ),
 ]
 

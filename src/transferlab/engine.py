@@ -29,12 +29,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from transferlab.config import TrainConfig
@@ -70,6 +71,9 @@ class EpochRecord:
     val_macro_f1: float
     lr: float
     seconds: float
+    # Which weights the val numbers are of: "raw", or "ema" when the moving average of the
+    # weights (train.ema_decay) validated better this epoch (and is what "best" keeps).
+    weights: str = "raw"
 
 
 HISTORY_FIELDS = [f.name for f in fields(EpochRecord)]
@@ -276,9 +280,11 @@ class Stepper:
         sched: Schedule | None = None,
         callbacks: Sequence[Callback] = (),
         log: Callable[[float, float], None] | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self.opt, self.loss_fn, self.device, self.precision = opt, loss_fn, device, precision
         self.sched, self.callbacks, self.log = sched, callbacks, log
+        self.after_step = after_step  # e.g. the EMA update, right after the weights change
         self.stopped = False
 
     def step(
@@ -292,6 +298,8 @@ class Stepper:
         loss.backward()
         lr = max(g["lr"] for g in self.opt.param_groups)
         self.opt.step()
+        if self.after_step is not None:
+            self.after_step()
         if self.sched is not None:
             self.sched.step_batch()
         value = float(loss.detach())
@@ -348,6 +356,12 @@ class Trainer:
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.batch_log: Any = None  # csv writer of batches.csv, set by fit
         self.epoch = 0
+        self.train_prep = prep  # the epoch's training size (progressive resizing)
+        # The moving average of the weights of a phase that trains the backbone
+        # (train.ema_decay), and which weights the last validation preferred.
+        self.ema: ModelEmaV3 | None = None
+        self.ema_steps = 0
+        self.kept: nn.Module = model
 
     def _class_weights(self) -> torch.Tensor | None:
         if self.cfg.class_weights != "auto":
@@ -377,9 +391,28 @@ class Trainer:
     def stepper(self, phase: Phase, opt: torch.optim.Optimizer, sched: Schedule) -> Stepper:
         # The head on cached fp32 features has always trained in fp32.
         precision = "fp32" if self.cached(phase) else self.cfg.precision
+        after = self._update_ema if self.ema is not None else None
         return Stepper(
-            opt, self.loss_fn, self.device, precision, sched, self.callbacks, self._log_batch
+            opt, self.loss_fn, self.device, precision, sched, self.callbacks, self._log_batch, after
         )
+
+    def start_ema(self, phase: Phase, state: dict[str, Any] | None = None) -> None:
+        """A fresh moving average for ``phase`` (or the checkpoint's): phases that train
+        the backbone only, when ``train.ema_decay`` is set. timm's warm-up lets the average
+        follow the weights closely over the first steps (decay ``1 - (1 + t)^-2/3`` up to
+        ``ema_decay``), so a short phase is not averaged with its starting point."""
+        self.ema, self.ema_steps, self.kept = None, 0, self.model
+        if self.cfg.ema_decay is None or not phase.train_backbone:
+            return
+        self.ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay, use_warmup=True)
+        if state is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema_steps = int(state["ema_steps"])
+
+    def _update_ema(self) -> None:
+        assert self.ema is not None
+        self.ema_steps += 1
+        self.ema.update(self.model, step=self.ema_steps)
 
     def _log_batch(self, loss: float, lr: float) -> None:
         if self.batch_log is not None:
@@ -444,9 +477,9 @@ class Trainer:
         for x, y in join_last_single(raw, self.cfg.batch_size):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device)
             x = (
-                augment_batch(x, self.prep, self.augment, self.gen)
+                augment_batch(x, self.train_prep, self.augment, self.gen)
                 if phase.augment
-                else eval_batch(x, self.prep)
+                else eval_batch(x, self.train_prep)
             )
             if self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -464,15 +497,20 @@ class Trainer:
         set_train_mode(self.model, phase)
         self.features = None  # the backbone may change now
         losses = stepper.run(self.model, self.train_batches(phase))
-        val_logits = predict_logits(
-            self.model,
-            self.val,
-            self.prep,
-            self.cfg.batch_size * 2,
-            self.device,
-            self.cfg.precision,
-        )
+        val_logits = self._val_logits(self.model)
+        self.kept = self.model
+        if self.ema is not None:
+            ema_logits = self._val_logits(self.ema.module)
+            monitor = self.cfg.monitor
+            raw = _val_metrics(val_logits, self.val.targets)[monitor]
+            averaged = _val_metrics(ema_logits, self.val.targets)[monitor]
+            if is_improvement(monitor, averaged, raw, 0.0):
+                val_logits, self.kept = ema_logits, self.ema.module
         return sum(losses) / max(1, len(losses)), val_logits
+
+    def _val_logits(self, model: nn.Module) -> torch.Tensor:
+        args = (self.cfg.batch_size * 2, self.device, self.cfg.precision)
+        return predict_logits(model, self.val, self.prep, *args)
 
     def run_epoch(self, phase: Phase, stepper: Stepper) -> tuple[float, torch.Tensor]:
         if self.cached(phase):
@@ -515,6 +553,8 @@ def _checkpoint(
         "best_epoch": p.best_epoch,
         "stale": p.stale,
         "phases": p.phases,
+        "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
+        "ema_steps": trainer.ema_steps,
     }
 
 
@@ -544,7 +584,9 @@ def _start_phase(
     if resume and index == resume["phase_index"]:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
+        trainer.start_ema(phase, resume)
         return opt, sched, phase.epochs if resume["phase_done"] else resume["epoch_in_phase"]
+    trainer.start_ema(phase)
     progress.stale = 0
     progress.phases.append(
         {**phase.to_dict(), "trainable_parameters": trainable_count(trainer.model)}
@@ -552,9 +594,13 @@ def _start_phase(
     return opt, sched, 0
 
 
-def _epoch(trainer: Trainer, phase: Phase, stepper: Stepper, sched: Schedule) -> EpochRecord:
+def _epoch(
+    trainer: Trainer, phase: Phase, in_phase: int, stepper: Stepper, sched: Schedule
+) -> EpochRecord:
     """Train one epoch, validate, step the epoch schedule; the epoch's history row."""
     trainer.epoch += 1
+    size = phase.image_size(in_phase, trainer.prep.input_size)
+    trainer.train_prep = replace(trainer.prep, input_size=size)
     trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch())
     t0 = time.perf_counter()
     lr = max(g["lr"] for g in stepper.opt.param_groups)
@@ -570,6 +616,7 @@ def _epoch(trainer: Trainer, phase: Phase, stepper: Stepper, sched: Schedule) ->
         vm["val_macro_f1"],
         lr,
         time.perf_counter() - t0,
+        "ema" if trainer.kept is not trainer.model else "raw",
     )
 
 
@@ -625,18 +672,18 @@ def fit(
             opt, sched, start_in_phase = _start_phase(trainer, phase, index, resume, progress)
             stepper = trainer.stepper(phase, opt, sched)
             for in_phase in range(start_in_phase, phase.epochs):
-                record = _epoch(trainer, phase, stepper, sched)
+                record = _epoch(trainer, phase, in_phase, stepper, sched)
                 improved = _judge(progress, record, cfg)
                 if improved:
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(trainer.kept.state_dict())
                 patience_out = cfg.early_stopping is not None and (
                     progress.stale >= cfg.early_stopping
                 )
                 stop = stepper.stopped or patience_out
                 done = stop or in_phase + 1 == phase.epochs
                 state = _checkpoint(trainer, opt, sched, index, in_phase + 1, done, progress)
-                if improved:
-                    save_atomic(state, best_path)
+                if improved:  # best.pt holds the weights that validated best
+                    save_atomic({**state, "model": best_state}, best_path)
                 save_atomic(state, run_dir / "checkpoints" / "last.pt")
                 batches.flush()
                 write_history(run_dir / "history.csv", progress.history)

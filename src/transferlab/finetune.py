@@ -16,7 +16,7 @@ With ``train.layer_decay`` every phase that trains the backbone gives each layer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from timm.optim import param_groups_weight_decay
@@ -36,13 +36,22 @@ class Phase:
     augment: bool
     bn: str = "train"  # "train" | "frozen" (for trainable layers; frozen layers never train BN)
     groups: int | None = None  # top-n: how many groups below the head train
+    # Progressive resizing: the training image size of each epoch (the last is the model's);
+    # empty: the model's size throughout. Validation always runs at the model's size.
+    image_sizes: tuple[int, ...] = ()
 
     @property
     def train_backbone(self) -> bool:
         return self.trainable != "head"
 
+    def image_size(self, epoch_in_phase: int, default: int) -> int:
+        """The training image size of the phase's ``epoch_in_phase``-th epoch (from 0)."""
+        if epoch_in_phase < len(self.image_sizes):
+            return self.image_sizes[epoch_in_phase]
+        return default
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "image_sizes": list(self.image_sizes)}  # as JSON reads back
 
 
 def default_augment(strategy: str) -> str:
@@ -50,8 +59,36 @@ def default_augment(strategy: str) -> str:
     return "none" if strategy == "linear-probe" else "light"
 
 
-def plan_phases(cfg: TrainConfig, augment: bool) -> list[Phase]:
-    """The phases of ``cfg.strategy``; phases with zero epochs are left out."""
+def resize_schedule(start: int, end: int, epochs: int) -> tuple[int, ...]:
+    """Image sizes growing linearly from ``start`` to ``end`` over ``epochs`` epochs, the
+    last at ``end`` (multiples of 8 in between); empty when there is nothing to grow."""
+    if epochs < 2 or start >= end:
+        return ()
+    step = (end - start) / (epochs - 1)
+    sizes = [max(16, round((start + step * i) / 8) * 8) for i in range(epochs - 1)]
+    return (*[min(s, end) for s in sizes], end)
+
+
+def _resized(phases: list[Phase], cfg: TrainConfig, image_size: int | None) -> list[Phase]:
+    if cfg.resize_from is None or image_size is None:
+        return phases
+    return [
+        replace(p, image_sizes=resize_schedule(cfg.resize_from, image_size, p.epochs))
+        if p.train_backbone
+        else p
+        for p in phases
+    ]
+
+
+def plan_phases(cfg: TrainConfig, augment: bool, image_size: int | None = None) -> list[Phase]:
+    """The phases of ``cfg.strategy``; phases with zero epochs are left out.
+
+    With ``cfg.resize_from`` and the model's ``image_size``, phases that train the
+    backbone grow their training image size epoch by epoch (progressive resizing)."""
+    return _resized(_strategy_phases(cfg, augment), cfg, image_size)
+
+
+def _strategy_phases(cfg: TrainConfig, augment: bool) -> list[Phase]:
     backbone_lr = cfg.lr * cfg.backbone_lr_mult
     top = "top-n" if cfg.trainable_groups else "all"
     s = cfg.strategy

@@ -104,7 +104,7 @@ def _plan(cfg: RunConfig, setup: RunSetup) -> _Plan:
             f"train.device '{cfg.train.device}' is not a device; use auto, cpu, cuda or cuda:N"
         ) from None
     augment = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
-    phases = plan_phases(cfg.train, augment=augment.enabled)
+    phases = plan_phases(cfg.train, augment=augment.enabled, image_size=setup.prep.input_size)
     model, classes = setup.model, setup.split.classes
     display = resolve_display_names(classes, data_root(cfg), cfg.data.class_names)
     trainable = [p.requires_grad for p in model.parameters()]

@@ -210,7 +210,8 @@ def curves_section(run: RunFiles, built: Built) -> None:
         return
     epochs = [int(r["epoch"]) for r in h]
     phases = [r.get("phase", "") for r in h]
-    col = {k: [float(r[k]) for r in h] for k in h[0] if k not in ("epoch", "phase")}
+    # text columns: the phase, and which weights (raw or their moving average) were validated
+    col = {k: [float(r[k]) for r in h] for k in h[0] if k not in ("epoch", "phase", "weights")}
     best = run.metrics.get("training", {}).get("best_epoch")
     tags = [
         _fig(
@@ -241,7 +242,12 @@ def curves_section(run: RunFiles, built: Built) -> None:
             _fig(built, "learning_rate", plots.learning_rate(epochs, col["lr"]), "learning rate")
         )
     built.data["history"] = [
-        {"epoch": e, "phase": p, **{k: v[i] for k, v in col.items()}}
+        {
+            "epoch": e,
+            "phase": p,
+            "weights": h[i].get("weights", "raw"),
+            **{k: v[i] for k, v in col.items()},
+        }
         for i, (e, p) in enumerate(zip(epochs, phases, strict=True))
     ]
     note = html.note(
