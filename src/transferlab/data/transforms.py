@@ -1,16 +1,21 @@
 """Preprocessing tied to a model, and batched tensor transforms.
 
 Images are decoded once to a square uint8 "base" image (shorter side resized to
-``input_size / crop_pct``, centre-cropped). From there:
+``input_size / crop_pct``, centre-cropped). A store may keep that square at a smaller
+side (:func:`stored_side`: no photo is upsampled just to be kept), and the batched
+transforms resize on the fly. From there:
 
-- evaluation takes the centre ``input_size`` crop, exactly timm's eval transform;
+- evaluation takes the centre ``input_size / base`` of the square at ``input_size``:
+  exactly timm's eval transform when the square is at the base side;
 - training takes a random resized crop with a random horizontal flip, done for a
-  whole batch at once with ``affine_grid``/``grid_sample`` on the model's device.
+  whole batch at once with ``affine_grid``/``grid_sample`` on the model's device
+  (fractions of the square, so any stored side gives the same views).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,9 +60,25 @@ class Preprocessing:
         )
 
 
-def to_base(img: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """RGB PIL image -> uint8 array (3, base, base): shorter side resized, centre square."""
-    base = prep.base_size
+# torch has no Lanczos resize; bicubic is the nearest kernel it has.
+_TORCH_INTERPOLATION = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+def stored_side(shorter_sides: Iterable[int], prep: Preprocessing) -> int:
+    """The side a set of images is stored at: the largest shorter side among them (the most
+    detail any one has), at most the base side; the base side when none is known.
+
+    One side for the whole set, so the store stays one preallocated tensor that batches
+    are sliced from; the transforms resize each batch to the model's size on the fly.
+    """
+    return min(prep.base_size, max(shorter_sides, default=prep.base_size))
+
+
+def to_base(img: Image.Image, prep: Preprocessing, side: int | None = None) -> np.ndarray:
+    """RGB PIL image -> uint8 array (3, S, S): shorter side resized to S, centre square.
+
+    S is ``side`` (a store's :func:`stored_side`), else the base side."""
+    base = side or prep.base_size
     w, h = img.size
     scale = base / min(w, h)
     new_w, new_h = max(base, round(w * scale)), max(base, round(h * scale))
@@ -75,13 +96,42 @@ def _normalize(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     return (x - mean) / std
 
 
-def eval_batch(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 (N, 3, base, base) -> normalised float (N, 3, size, size), centre crop."""
+def crop_side(side: int, prep: Preprocessing) -> int:
+    """The side of the model's centre crop in a square of ``side`` pixels: ``input_size``
+    at the base side, the same fraction ``input_size / base`` of any other."""
+    if side == prep.base_size:
+        return prep.input_size
+    return max(1, round(side * prep.input_size / prep.base_size))
+
+
+def to_input(crop: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 crops (N, 3, c, c) -> normalised float (N, 3, size, size), resized (antialiased,
+    with the model's interpolation) when ``c`` is not the model's input size."""
+    x = crop.float()
     size = prep.input_size
-    top = (x.shape[-2] - size) // 2
-    left = (x.shape[-1] - size) // 2
-    crop = x[..., top : top + size, left : left + size]
-    return _normalize(crop.float(), prep).contiguous()
+    if x.shape[-2:] != (size, size):
+        mode = _TORCH_INTERPOLATION.get(prep.interpolation, "bicubic")
+        smooth = mode != "nearest"
+        x = F.interpolate(
+            x,
+            size=(size, size),
+            mode=mode,
+            align_corners=False if smooth else None,
+            antialias=smooth,
+        ).clamp_(0, 255)  # bicubic overshoots; PIL's uint8 output would be clipped there
+    return _normalize(x, prep).contiguous()
+
+
+def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    top = (x.shape[-2] - side) // 2
+    left = (x.shape[-1] - side) // 2
+    return x[..., top : top + side, left : left + side]
+
+
+def eval_batch(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 squares (N, 3, S, S) -> normalised float (N, 3, size, size): the model's centre
+    crop (:func:`crop_side`), at the input size (:func:`to_input`)."""
+    return to_input(centre_crop(x, crop_side(x.shape[-1], prep)), prep)
 
 
 def train_batch(
