@@ -156,3 +156,51 @@ def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
     for size in [(12, 12), (24, 16)]:  # 144 and 384 pixels
         with pytest.raises(ImageReadError, match="image is larger than"):
             load_image(make_image(tmp_path / f"{size[0]}.png", size=size))
+
+
+# --- header sizes and JPEG draft decoding (issue 10) --------------------------------------
+
+
+def test_shorter_side_reads_only_the_header(tmp_path: Path) -> None:
+    from transferlab.data.images import shorter_side
+
+    assert shorter_side(make_image(tmp_path / "a.jpg", (120, 80))) == 80
+    assert shorter_side(make_image(tmp_path / "b.png", (30, 50))) == 30
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    assert shorter_side(tmp_path / "c.jpg") is None
+
+
+def _photo(path: Path, size: tuple[int, int]) -> Path:
+    """A real photo enlarged to ``size``: detail at every scale, unlike a flat colour."""
+    img = Image.open(example_photos("apse", 1)[0]).convert("RGB")
+    img.resize(size, Image.Resampling.BICUBIC).save(path, quality=92)
+    return path
+
+
+def test_draft_decodes_a_large_jpeg_at_a_reduced_scale(tmp_path: Path) -> None:
+    big = _photo(tmp_path / "big.jpg", (800, 600))
+    assert load_image(big, draft=128).size == (200, 150)  # 1/4: the smallest scale >= 128
+    assert load_image(big, draft=300).size == (400, 300)
+    assert load_image(big, draft=301).size == (800, 600)  # 1/2 would go below 301 px
+    assert load_image(big).size == (800, 600)
+    png = _photo(tmp_path / "big.png", (800, 600))
+    assert load_image(png, draft=128).size == (800, 600)  # only JPEG decoders have drafts
+
+
+def test_draft_changes_the_stored_square_only_within_resampling(tmp_path: Path) -> None:
+    from transferlab.data.transforms import Preprocessing, to_base
+
+    prep = Preprocessing(112, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # base 128
+    big = _photo(tmp_path / "big.jpg", (800, 600))
+    full = to_base(load_image(big), prep).astype(float)
+    draft = to_base(load_image(big, draft=128), prep).astype(float)
+    assert draft.shape == full.shape == (3, 128, 128)
+    assert abs(draft - full).mean() < 2.0  # of 255 levels
+
+
+def test_draft_keeps_exif_orientation(tmp_path: Path) -> None:
+    img = Image.open(example_photos("apse", 1)[0]).convert("RGB").resize((800, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rotated.jpg", exif=exif, quality=92)
+    assert load_image(tmp_path / "rotated.jpg", draft=100).size == (100, 200)

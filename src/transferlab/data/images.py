@@ -46,12 +46,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode(source: Path | io.BytesIO) -> Image.Image:
+def _draft(opened: Image.Image, side: int | None) -> None:
+    """Let a JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding (DCT scaling: far less
+    work for large photos) when the result keeps at least ``side`` pixels on both sides,
+    so the square cut from it is still resized down to ``side``, never up."""
+    if side and opened.format == "JPEG" and min(opened.size) // side >= 2:
+        opened.draft(None, (side, side))
+
+
+def _decode(source: Path | io.BytesIO, draft: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as opened:
                 opened.seek(0)  # first frame of GIFs and multi-page TIFFs
+                _draft(opened, draft)
                 opened.load()
                 img: Image.Image = ImageOps.exif_transpose(opened) or opened
                 return _to_rgb(img)
@@ -65,9 +74,11 @@ def _decode(source: Path | io.BytesIO) -> Image.Image:
         raise ImageReadError(f"corrupt or truncated image ({exc})") from exc
 
 
-def load_image(path: Path | str) -> Image.Image:
+def load_image(path: Path | str, draft: int | None = None) -> Image.Image:
     """Open ``path`` fully decoded, EXIF orientation applied, as 8-bit RGB.
 
+    ``draft``: the shorter side the caller will resize to; a large JPEG is then decoded at
+    the smallest 1/2, 1/4 or 1/8 scale that keeps both sides at least that long.
     Raises :class:`ImageReadError` for missing, empty, truncated, corrupt,
     oversized or non-image files.
     """
@@ -78,7 +89,20 @@ def load_image(path: Path | str) -> Image.Image:
         raise ImageReadError("file not found") from exc
     if empty:
         raise ImageReadError("empty file (0 bytes)")
-    return _decode(path)
+    return _decode(path, draft)
+
+
+def shorter_side(path: Path) -> int | None:
+    """The shorter side of the image at ``path`` from its header alone (it is the same
+    upright or not); None when the header cannot be read (decoding will say why)."""
+    try:
+        with warnings.catch_warnings():
+            # The decode refuses such an image, with the reason; no second warning here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return min(opened.size)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def load_image_bytes(data: bytes) -> Image.Image:
