@@ -20,6 +20,11 @@ output folder; finished runs are skipped on re-launch and interrupted ones resum
 their last checkpoint. A run that fails (a value only its cell has, an unknown model, a
 crash) is recorded as failed in its folder (``failed.json``) and in the leaderboard while
 the others go on; ``fail_fast`` stops at the first failure instead.
+
+``parallel``: that many runs at once, each in a fresh worker process (one GPU, or an
+equal share of the CPU cores, each; see :mod:`transferlab.parallel`). ``time_budget``: a
+wall-clock budget shared by the runs still to do, each run getting its part as
+``train.time_budget`` when it starts (:class:`BudgetSplit`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +46,11 @@ import yaml
 
 from transferlab.config import BadValue, RunConfig, coerce_value, from_dict, known_keys, load_yaml
 from transferlab.engine import Callback
-from transferlab.errors import ConfigError, TransferlabError
+from transferlab.errors import ConfigError, RunsFailed, TransferlabError
 from transferlab.files import is_temporary, replace_when_done
+from transferlab.finetune import Phase
 from transferlab.models.registry import resolve_preprocessing
+from transferlab.parallel import Slot, Workers, plan_slots
 from transferlab.pipeline import RunResult, resume_run, train_run
 from transferlab.report.leaderboard import (
     FAILED_FILE,
@@ -589,20 +598,116 @@ def _model_and_strategy(exp: Experiment, cell: Cell) -> tuple[str, str]:
     return str(model), str(cell.settings.get("train.strategy", base.train.strategy))
 
 
+MIN_SHARE = 1.0  # seconds; a run given less than this is not started
+
+
+class BudgetSplit:
+    """One wall-clock budget shared by the runs still to start, re-divided as runs end.
+
+    A run starting now gets an equal part of the slot time left (``slots`` x the time
+    left, less what the running runs still hold), and never more than the time left: so
+    every run's share ends within the budget, and time a finished run did not use goes to
+    the runs after it.
+    """
+
+    def __init__(
+        self, seconds: float, slots: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.slots = slots
+        self.clock = clock
+        self.deadline = clock() + seconds
+        self.ends: dict[str, float] = {}  # running run -> the end of its share
+
+    def share(self, run: str, waiting: int) -> float:
+        """Seconds for ``run``, starting now, with ``waiting`` runs (it included) not yet
+        started; 0 when the budget is spent. Rounded down to 0.1 s."""
+        now = self.clock()
+        left = self.deadline - now
+        held = sum(max(end - now, 0.0) for end in self.ends.values())
+        share = max(min(left, (self.slots * left - held) / max(waiting, 1)), 0.0)
+        share = math.floor(share * 10) / 10
+        self.ends[run] = now + share
+        return share
+
+    def finished(self, run: str) -> None:
+        self.ends.pop(run, None)
+
+
+def _with_budget(cfg: RunConfig, seconds: float | None) -> RunConfig:
+    if seconds is None:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=seconds))
+
+
+def _budget_spent(name: str, budget: BudgetSplit) -> Failure:
+    return Failure(
+        name,
+        f"--time-budget {budget.seconds:g}s was spent before this run could start; run the "
+        "same command again with a larger budget (finished runs are kept)",
+    )
+
+
+def check_budget(runs: Sequence[PlannedRun], seconds: float | None) -> None:
+    """One budget at a time: the experiment's own ``train.time_budget`` or a split one."""
+    if seconds is None:
+        return
+    own = next((r for r in runs if r.config.train.time_budget is not None), None)
+    if own is not None:
+        raise ConfigError(
+            f"run '{own.name}' sets train.time_budget itself, and --time-budget splits one "
+            "budget across the runs; remove one of the two"
+        )
+
+
+def worker_slots(runs: Sequence[PlannedRun], parallel: int) -> list[Slot]:
+    """The worker slots for ``parallel`` runs at once (none: one run at a time, here)."""
+    if parallel == 1:
+        return []
+    for run in runs:
+        train = run.config.train
+        if train.devices != "1":
+            raise ConfigError(
+                f"--parallel runs one process per run, but run '{run.name}' sets "
+                f"train.devices {train.devices}; use one of the two"
+            )
+        if train.device.startswith("cuda:"):
+            raise ConfigError(
+                f"--parallel gives each run a GPU of its own, but run '{run.name}' sets "
+                f"train.device {train.device}; set it to cuda or auto"
+            )
+    return plan_slots(parallel, any(_on_gpu(r.config) for r in runs))
+
+
+def _on_gpu(cfg: RunConfig) -> bool:
+    if cfg.train.device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return cfg.train.device.startswith("cuda")
+
+
 def run_experiment(
     exp: Experiment,
     out: Path,
     callbacks: CallbackFactory | None = None,
     measure: bool = True,
     fail_fast: bool = False,
+    parallel: int = 1,
+    time_budget: float | None = None,
 ) -> ExperimentResult:
     """Train every planned run not yet finished under ``out``, then write the leaderboard.
 
     A run that fails is recorded (``RUN/failed.json``, the leaderboard, ``failed`` in the
     result) and the others go on; with ``fail_fast`` its error is raised instead.
+    ``parallel``: runs at once, each in its own process (``callbacks`` must then pickle:
+    a module-level function or class); ``time_budget``: seconds of wall clock for all
+    the runs still to do (see :class:`BudgetSplit`).
     """
     check_baseline(exp)
     runs = plan_runs(exp)
+    slots = worker_slots(runs, parallel)
+    check_budget(runs, time_budget)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -614,15 +719,55 @@ def run_experiment(
             raise ConfigError(str(cell.error))
         result.failed.append(Failure(cell.name, str(cell.error)))
         _record(out, result.failed[-1], *_model_and_strategy(exp, cell), fail_fast)
+    budget = None if time_budget is None else BudgetSplit(time_budget, max(len(slots), 1))
+    if slots:
+        _train_parallel(exp, out, result, callbacks, slots, fail_fast, budget)
+        _in_plan_order(result)
+        for run in runs:
+            if _is_finished(out / run.name):
+                _finish(out / run.name, measure)
+    else:
+        _train_serial(exp, out, result, callbacks, measure, fail_fast, budget)
+    _warn_split_drift(out, runs)
+    result.leaderboard = write_leaderboard(out)
+    return result
+
+
+def _in_plan_order(result: ExperimentResult) -> None:
+    """Runs listed as a serial compare lists them, whichever finished first."""
+    order = {r.name: i for i, r in enumerate(result.runs)}
+    result.trained.sort(key=lambda name: order[name])
+    result.resumed.sort(key=lambda name: order[name])
+    result.failed.sort(key=lambda f: order.get(f.run, -1))  # invalid cells (unplanned) first
+
+
+def _train_serial(
+    exp: Experiment,
+    out: Path,
+    result: ExperimentResult,
+    callbacks: CallbackFactory | None,
+    measure: bool,
+    fail_fast: bool,
+    budget: BudgetSplit | None,
+) -> None:
+    """One run after another, in this process (each run's report right after it)."""
+    runs = result.runs
+    waiting = sum(not _is_finished(out / r.name) for r in runs)
     for i, run in enumerate(runs, start=1):
         run_dir = out / run.name
         if _is_finished(run_dir):
             logger.info("[%d/%d] %s: finished before, skipped", i, len(runs), run.name)
             result.skipped.append(run.name)
         else:
-            split = _shared_split(exp, out, runs)
-            config = _with_feature_cache(_with_split(run.config, split), out)
+            share = budget.share(run.name, waiting) if budget else None
+            waiting -= 1
             try:
+                if budget is not None and share is not None and share < MIN_SHARE:
+                    raise ConfigError(_budget_spent(run.name, budget).error)
+                split = _shared_split(exp, out, runs)
+                config = _with_budget(
+                    _with_feature_cache(_with_split(run.config, split), out), share
+                )
                 _, resumed = _train(f"[{i}/{len(runs)}]", run, config, run_dir, callbacks)
             except Exception as exc:  # recorded; the other runs go on
                 result.failed.append(_failure(run.name, exc))
@@ -631,14 +776,164 @@ def run_experiment(
                 if fail_fast:
                     raise
                 continue
+            finally:
+                if budget is not None:
+                    budget.finished(run.name)
             result.trained.append(run.name)
             if resumed:
                 result.resumed.append(run.name)
             _shared_split(exp, out, runs)
         _finish(run_dir, measure)
-    _warn_split_drift(out, runs)
-    result.leaderboard = write_leaderboard(out)
-    return result
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What a worker process needs to train one run (it travels pickled)."""
+
+    step: str
+    run: PlannedRun
+    config: RunConfig
+    run_dir: Path
+    callbacks: CallbackFactory | None
+
+
+SPLIT_WRITTEN = "split written"
+
+
+class _SplitWritten(Callback):
+    """Tells the parent that the run's ``split.csv`` is written (a run writes it before
+    training starts), so the runs waiting for the shared split can start."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self.send = send
+
+    def on_fit_start(self, phases: Sequence[Phase]) -> None:
+        self.send(SPLIT_WRITTEN)
+
+
+def train_job(job: RunJob, send: Callable[[Any], None]) -> Failure | bool:
+    """A worker process's job (:mod:`transferlab.parallel`): train or resume one run;
+    whether it resumed, or its failure (returned, not raised, to cross the process)."""
+
+    def callbacks(run_dir: Path) -> list[Callback]:
+        given = job.callbacks(run_dir) if job.callbacks else []
+        return [*given, _SplitWritten(send)]
+
+    try:
+        _, resumed = _train(job.step, job.run, job.config, job.run_dir, callbacks)
+    except Exception as exc:  # the parent records it
+        return _failure(job.run.name, exc)
+    return resumed
+
+
+def _train_parallel(
+    exp: Experiment,
+    out: Path,
+    result: ExperimentResult,
+    callbacks: CallbackFactory | None,
+    slots: list[Slot],
+    fail_fast: bool,
+    budget: BudgetSplit | None,
+) -> None:
+    """Up to one run per slot at once, each in a fresh process. Until the experiment has
+    its shared split, one run at a time: the first run's split becomes every run's, as in
+    a serial compare. With ``fail_fast``, the first failure terminates the running runs
+    (their last checkpoints stay, so a re-launch resumes them) and starts no other."""
+    runs = result.runs
+    queue: list[tuple[int, PlannedRun]] = []
+    for i, run in enumerate(runs, start=1):
+        if _is_finished(out / run.name):
+            logger.info("[%d/%d] %s: finished before, skipped", i, len(runs), run.name)
+            result.skipped.append(run.name)
+        else:
+            queue.append((i, run))
+    split = _shared_split(exp, out, runs)
+    with Workers(slots, "transferlab.compare:train_job") as pool:
+        while queue or pool.running:
+            while queue and pool.free and (split is not None or not pool.running):
+                i, run = queue.pop(0)
+                failure = _start(
+                    pool, (i, len(runs)), run, out, split, callbacks, budget, len(queue) + 1
+                )
+                if failure is not None:
+                    _failed(out, result, failure, run, fail_fast)
+            if not pool.running:  # every start just now failed: nothing to wait for
+                continue
+            for event in pool.wait():
+                run = next(r for r in runs if r.name == event.key)
+                if event.kind == "message" and event.value == SPLIT_WRITTEN and split is None:
+                    split = _copy_split(exp, out, run)
+                    continue
+                if event.kind == "message":
+                    continue
+                if budget is not None:
+                    budget.finished(run.name)
+                done = _outcome(event.key, event.kind, event.value)
+                if isinstance(done, Failure):
+                    _failed(out, result, done, run, fail_fast)
+                    if fail_fast:
+                        queue.clear()
+                        pool.stop()
+                        raise RunsFailed(f"{done.run}: {done.error}", done.exit_code)
+                    continue
+                result.trained.append(run.name)
+                if done:
+                    result.resumed.append(run.name)
+                split = split or _shared_split(exp, out, runs)
+
+
+def _start(
+    pool: Workers,
+    step: tuple[int, int],
+    run: PlannedRun,
+    out: Path,
+    split: Path | None,
+    callbacks: CallbackFactory | None,
+    budget: BudgetSplit | None,
+    waiting: int,
+) -> Failure | None:
+    share = budget.share(run.name, waiting) if budget else None
+    if budget is not None and share is not None and share < MIN_SHARE:
+        budget.finished(run.name)
+        return _budget_spent(run.name, budget)
+    config = _with_budget(_with_feature_cache(_with_split(run.config, split), out), share)
+    pool.start(run.name, RunJob(f"[{step[0]}/{step[1]}]", run, config, out / run.name, callbacks))
+    return None
+
+
+def _outcome(run: str, kind: str, value: Any) -> Failure | bool:
+    """A worker's result: whether the run resumed, or why it failed."""
+    if kind == "result":
+        return value if isinstance(value, Failure) else bool(value)
+    how = (
+        f"was killed by signal {-value}"
+        if isinstance(value, int) and value < 0
+        else f"exited with code {value}"
+    )
+    return Failure(
+        run,
+        f"its worker process {how} before the run finished (out of memory?); its last "
+        "checkpoint is kept: run the same command again to resume it",
+        1,
+    )
+
+
+def _failed(
+    out: Path, result: ExperimentResult, failure: Failure, run: PlannedRun, fail_fast: bool
+) -> None:
+    result.failed.append(failure)
+    _record(out, failure, run.config.model.name, run.config.train.strategy, fail_fast)
+
+
+def _copy_split(exp: Experiment, out: Path, run: PlannedRun) -> Path | None:
+    """The shared split, from the run that has just written its own."""
+    made = out / run.name / "split.csv"
+    if exp.split_file is not None:
+        return exp.split_file
+    if not made.is_file():
+        return None
+    _copy(made, out / SHARED_SPLIT)
+    return out / SHARED_SPLIT
 
 
 def is_experiment_dir(path: Path) -> bool:

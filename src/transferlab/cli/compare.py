@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from transferlab.cli._common import Debug, Quiet, app, err, guard, out, setup_logging
+
+if TYPE_CHECKING:
+    from transferlab.engine import Callback
 
 COMPARE_EXAMPLES = """
 [bold]Examples[/bold]
@@ -19,6 +23,9 @@ COMPARE_EXAMPLES = """
   transferlab compare exp.yaml --out runs/exp --data /data/ahe/train --logger mlflow
   transferlab compare exp.yaml --out runs/exp --dry-run
   transferlab compare exp.yaml --out runs/exp --fail-fast
+  transferlab compare exp.yaml --out runs/exp --parallel 2          # two runs at once
+  transferlab compare exp.yaml --out runs/exp --time-budget 30m     # all runs in 30 minutes
+  transferlab compare exp.yaml --out runs/exp --parallel 4 --time-budget 1h30m
 
 [bold]Experiment file[/bold]
 
@@ -36,7 +43,37 @@ COMPARE_EXAMPLES = """
 Re-running the same command skips finished runs and resumes interrupted ones. A run that
 fails is marked FAILED in the leaderboard while the others go on (--fail-fast stops);
 the exit code is then 2 (1 if a run crashed).
+
+--parallel N trains N runs at once, each in its own process: one GPU per run, or on a
+CPU an equal share of the cores per run (N at most the GPUs or cores). The first run
+starts alone until it has written the split every run shares. --fail-fast then stops
+the running runs (their last checkpoints stay) and starts no more. Run reports and the
+leaderboard are written at the end, as in a serial compare.
+
+--time-budget splits one wall-clock budget across the runs still to do: each run gets
+its share as train.time_budget (in its config.yaml) when it starts, and time a run does
+not use goes to the runs after it; with --parallel N, N runs share the clock. The
+leaderboard's train time shows each run's budget beside its actual time.
 """
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """Each run's callbacks: epoch lines, the --logger trackers and, with ``bar``, a
+    progress bar. A picklable recipe rather than a closure: with --parallel it travels to
+    the worker process that trains the run."""
+
+    loggers: tuple[str, ...] = ()
+    bar: bool = False
+
+    def __call__(self, run_dir: Path) -> list[Callback]:
+        from transferlab.progress import EpochLogger, ProgressBar
+        from transferlab.trackers import make_loggers
+
+        cbs: list[Callback] = [EpochLogger()]
+        if self.bar:
+            cbs.append(ProgressBar(err))
+        return [*cbs, *make_loggers(self.loggers, run_dir)]
 
 
 @app.command(epilog=COMPARE_EXAMPLES)
@@ -74,6 +111,23 @@ def compare(
             "--fail-fast", help="Stop at the first run that fails (default: record it, go on)."
         ),
     ] = False,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            help="Runs at once, each in its own process: one per GPU, or on CPU a share of "
+            "the cores each.",
+        ),
+    ] = 1,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time-budget",
+            metavar="DURATION",
+            help="Wall-clock budget for all runs still to do (90s, 15m, 1h30m), shared out "
+            "as each run's train.time_budget.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -81,13 +135,16 @@ def compare(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab import api
-        from transferlab.compare import plan_runs
-        from transferlab.engine import Callback
+        from transferlab.budget import parse_duration
+        from transferlab.compare import check_budget, plan_runs, run_experiment, worker_slots
         from transferlab.errors import RunsFailed
-        from transferlab.progress import EpochLogger, ProgressBar
+        from transferlab.trackers import check_loggers
 
+        seconds = None if time_budget is None else parse_duration(time_budget, "--time-budget")
         exp = api.plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
         runs = plan_runs(exp)
+        worker_slots(runs, parallel)
+        check_budget(runs, seconds)
         if dry_run:
             for run in runs:
                 state = "finished" if (out_dir / run.name / "metrics.json").is_file() else "to run"
@@ -98,22 +155,11 @@ def compare(
             err.print(f"{len(runs)} runs; nothing trained (--dry-run)")
             return
 
-        def callbacks(run_dir: Path) -> list[Callback]:
-            cbs: list[Callback] = [EpochLogger()]
-            if err.is_terminal and not quiet:
-                cbs.append(ProgressBar(err))
-            return cbs
-
-        board = api.compare(
-            exp,
-            out_dir,
-            loggers=logger or [],
-            fail_fast=fail_fast,
-            progress=False,
-            callbacks=callbacks,
+        bar = err.is_terminal and not quiet and parallel == 1  # N bars would interleave
+        callbacks = RunCallbacks(tuple(check_loggers(logger or [])), bar)
+        result = run_experiment(
+            exp, out_dir, callbacks, fail_fast=fail_fast, parallel=parallel, time_budget=seconds
         )
-        result = board.outcome
-        assert result is not None  # set by every compare call
         if result.leaderboard is not None and not quiet:
             text = result.leaderboard.read_text(encoding="utf-8")
             out.print(text, highlight=False, markup=False, soft_wrap=True)
