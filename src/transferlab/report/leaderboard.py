@@ -76,6 +76,8 @@ class CellSummary:
     f1_std: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
     link: str | None = None  # the first run's report.html, relative to the experiment folder
+    time_budget: float | None = None  # train.time_budget (compare --time-budget's share)
+    run_seconds: float | None = None  # a budgeted run's whole time, against its budget
 
     @property
     def seeds(self) -> int:
@@ -215,6 +217,8 @@ def summarise_cell(
         f1_std={c: v[1] for c, v in per_class.items()},
         settings=dict(settings or {}),
         link=link,
+        time_budget=_mean([(r.config.get("train") or {}).get("time_budget") for r in runs]),
+        run_seconds=_mean([(r.metrics.get("time_budget") or {}).get("actual_s") for r in runs]),
     )
 
 
@@ -297,6 +301,14 @@ def _seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def _train_time(c: CellSummary) -> str:
+    """Training time; for a budgeted run also the whole run's time and its budget."""
+    if c.time_budget is None:
+        return _seconds(c.train_seconds)
+    run = "" if c.run_seconds is None else f"run {_seconds(c.run_seconds)} / "
+    return f"{_seconds(c.train_seconds)} ({run}budget {_seconds(c.time_budget)})"
+
+
 LEADER_HEADER = [
     "rank",
     "run",
@@ -346,7 +358,7 @@ def leaderboard_rows(
                 _mean_sd(c.macro_f1, c.macro_f1_std, c.seeds),
                 _ci_text(c.macro_f1_ci),
                 f"{_millions(c.params_total)} / {_millions(c.params_trainable)}",
-                _seconds(c.train_seconds),
+                _train_time(c),
                 "–" if c.images_per_s is None else f"{c.images_per_s:.0f}",
                 epochs,
             ]
@@ -491,6 +503,8 @@ CSV_FIELDS = [
     "params_total",
     "params_trainable",
     "train_seconds",
+    "time_budget",
+    "run_seconds",
     "images_per_s",
     "epochs",
     "wins",
@@ -533,6 +547,8 @@ def render_csv(board: Board) -> str:
                 "params_total": c.params_total if c.params_total is not None else "",
                 "params_trainable": c.params_trainable if c.params_trainable is not None else "",
                 "train_seconds": "" if c.train_seconds is None else round(c.train_seconds, 2),
+                "time_budget": "" if c.time_budget is None else c.time_budget,
+                "run_seconds": "" if c.run_seconds is None else round(c.run_seconds, 2),
                 "images_per_s": "" if c.images_per_s is None else round(c.images_per_s, 2),
                 "epochs": "" if c.epochs is None else c.epochs,
                 "wins": row.wins if row and has_base else "",
