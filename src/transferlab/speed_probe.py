@@ -1,0 +1,243 @@
+"""How fast this data, model and device train: the probe before a time-budgeted run.
+
+A few real batches of the run's own training set go through the run's own training step
+(:class:`~transferlab.engine.Trainer` and :class:`~transferlab.engine.Stepper`: augmentation,
+forward, backward, optimizer step, the EMA update when it is on) at the model's size and at
+half of it, then a feature extraction (eval forward), a few head steps on those features
+and one checkpoint write. The model's weights, BatchNorm statistics, trainable flags and
+train/eval modes and every RNG stream are put back afterwards, so the run that follows
+trains exactly as it would have without the probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.config import RunConfig
+from transferlab.data.augment import AugmentSpec
+from transferlab.data.store import ImageSet
+from transferlab.data.transforms import Preprocessing
+from transferlab.engine import Batch, Trainer, extract_features, save_atomic
+from transferlab.finetune import Phase, classifier, plan_phases, set_train_mode
+
+logger = logging.getLogger(__name__)
+
+# Each measurement runs one untimed batch (allocations, kernel choice), then timed batches
+# until this many seconds or MAX_TIMED batches: a few seconds in all on a CPU.
+TIMED_SECONDS = 0.3
+MAX_TIMED = 2
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """What the probe measured, in seconds."""
+
+    train: tuple[tuple[int, float], ...]  # (image size, one training step per image)
+    forward: float  # eval forward per image at the model's size (features, validation, test)
+    head: float  # a head step on cached features, per image
+    save: float  # one checkpoint write
+    figure: float  # one report figure drawn to PNG (the report's libraries imported first)
+    probe_s: float  # how long the probe took
+
+    def train_image(self, size: int) -> float:
+        """One training step per image at ``size``: ``a + b * size**2`` through the two
+        measured sizes (a convolution's work grows with the pixels; ``a`` is what does not:
+        the head, the optimizer step over the parameters, Python)."""
+        if not self.train:
+            return self.forward * 3  # backward is about twice the forward
+        if len(self.train) == 1:
+            (s0, t0) = self.train[0]
+            return t0 * (size / s0) ** 2
+        (s1, t1), (s2, t2) = sorted(self.train)[:2]
+        b = max(0.0, (t2 - t1) / (s2 * s2 - s1 * s1))
+        a = max(0.0, t2 - b * s2 * s2)
+        return a + b * size * size
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "train_s_per_image": {str(s): round(t, 6) for s, t in self.train},
+            "forward_s_per_image": round(self.forward, 6),
+            "head_s_per_image": round(self.head, 8),
+            "checkpoint_s": round(self.save, 4),
+            "figure_s": round(self.figure, 4),
+            "probe_s": round(self.probe_s, 2),
+        }
+
+
+def low_size(size: int) -> int:
+    """The second probe size and the lowest training size the planner uses: half the
+    model's, a multiple of 8, at least 32 (below that the backbone's deepest maps vanish)."""
+    return min(size, max(32, size // 2 // 8 * 8))
+
+
+def probe_speeds(
+    model: nn.Module,
+    train: ImageSet,
+    val: ImageSet,
+    prep: Preprocessing,
+    cfg: RunConfig,
+    augment: AugmentSpec,
+    device: torch.device,
+) -> Speeds:
+    """Time the run's own steps on its own data; see the module docstring."""
+    started = time.perf_counter()
+    with _kept(model):
+        trainer = Trainer(model, train, val, prep, cfg.train, augment, device)
+        full = _backbone_phase(cfg, augment.enabled, prep.input_size)
+        sizes = sorted({prep.input_size, low_size(prep.input_size)}, reverse=True)
+        train_s = tuple((s, _train_step(trainer, full, s, device)) for s in sizes) if full else ()
+        feats, forward = _forward(model, train, prep, cfg, device)
+        head = _head_step(trainer, cfg, feats, device)
+        save = _save(model)
+    figure = _figure()
+    speeds = Speeds(train_s, forward, head, save, figure, time.perf_counter() - started)
+    logger.debug("probe: %s", speeds.to_dict())
+    return speeds
+
+
+def _backbone_phase(cfg: RunConfig, augment: bool, size: int) -> Phase | None:
+    """The phase that trains the backbone, as the run would have it (with one epoch at
+    least, so that a plan that starts from zero fine-tuning epochs can be timed too)."""
+    train = replace(cfg.train, epochs=max(1, cfg.train.epochs), resize_from=None)
+    return next((p for p in plan_phases(train, augment, size) if p.train_backbone), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], int], device: torch.device) -> float:
+    """Seconds per image of ``step`` (which returns how many images it did): one untimed
+    call, then timed calls until TIMED_SECONDS or MAX_TIMED calls."""
+    step()
+    _sync(device)
+    images, t0 = 0, time.perf_counter()
+    for _ in range(MAX_TIMED):
+        images += step()
+        _sync(device)
+        if time.perf_counter() - t0 >= TIMED_SECONDS:
+            break
+    return (time.perf_counter() - t0) / max(1, images)
+
+
+def _train_step(trainer: Trainer, phase: Phase, size: int, device: torch.device) -> float:
+    """A full training step per image at ``size``, through the run's own Stepper."""
+    opt, sched = trainer.optimizer(phase)
+    trainer.start_ema(phase)
+    stepper = trainer.stepper(phase, opt, sched)
+    trainer.train_prep = replace(trainer.prep, input_size=size)
+    set_train_mode(trainer.model, phase)
+    batches: Iterator[Batch] = trainer.endless_batches(phase)
+
+    def step() -> int:
+        x, y = next(batches)
+        stepper.step(trainer.model, x, y)
+        return len(x)
+
+    return _timed(step, device)
+
+
+def _forward(
+    model: nn.Module, train: ImageSet, prep: Preprocessing, cfg: RunConfig, device: torch.device
+) -> tuple[torch.Tensor, float]:
+    """Eval forward (feature extraction) per image, and the features of a few images."""
+    n = min(len(train), cfg.train.batch_size * 2)
+    part = train.subset(range(n))
+    found: list[torch.Tensor] = []
+
+    def step() -> int:
+        found.append(extract_features(model, part, prep, n, device, cfg.train.precision))
+        return n
+
+    seconds = _timed(step, device)
+    return found[-1].clone(), seconds  # out of inference mode: the head steps train on them
+
+
+def _head_step(
+    trainer: Trainer, cfg: RunConfig, feats: torch.Tensor, device: torch.device
+) -> float:
+    """A head step on cached features per image (the head-only epochs)."""
+    head_phase = Phase("head", 1, "head", cfg.train.head_lr, 0.0, False, "frozen")
+    opt, sched = trainer.optimizer(head_phase)
+    stepper = trainer.stepper(head_phase, opt, sched)
+    head = classifier(trainer.model)
+    head.train()
+    targets = trainer.train.targets[: len(feats)]
+
+    def step() -> int:
+        stepper.step(head, feats, targets)
+        return len(feats)
+
+    return _timed(step, device)
+
+
+def _save(model: nn.Module) -> float:
+    """One checkpoint write (weights and an optimizer's two moments, fsynced)."""
+    state = model.state_dict()
+    payload = {"model": state, "optimizer": {k: (v, v) for k, v in state.items()}}
+    with tempfile.TemporaryDirectory(prefix="transferlab-probe-") as tmp:
+        t0 = time.perf_counter()
+        save_atomic(payload, Path(tmp) / "probe.pt")
+        return time.perf_counter() - t0
+
+
+def _figure() -> float:
+    """One figure of the report drawn to PNG. The report's heavy imports (matplotlib,
+    grad-cam) happen here, so that the probe's time holds them and the report's does not."""
+    import importlib
+
+    from matplotlib.figure import Figure
+
+    from transferlab.report.plots import to_png
+
+    with contextlib.suppress(ImportError):  # an optional dependency: no heat maps without it
+        importlib.import_module("pytorch_grad_cam")
+
+    def draw() -> int:
+        fig = Figure(figsize=(5.6, 3.4))
+        ax = fig.add_subplot()
+        ax.plot(np.arange(200), np.sin(np.arange(200) / 10))
+        ax.imshow(np.eye(12), extent=(0, 200, -1, 1), aspect="auto", alpha=0.3)
+        to_png(fig)
+        return 1
+
+    return _timed(draw, torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def _kept(model: nn.Module) -> Iterator[None]:
+    """Put back the model (weights, buffers, trainable flags, modes, no gradients) and
+    every RNG stream the probe may draw from."""
+    state = copy.deepcopy(model.state_dict())
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    rng = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        model.load_state_dict(state)
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+            p.grad = None
+        for module, training in modes:
+            module.training = training
+        torch.set_rng_state(rng)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        random.setstate(py)
+        np.random.set_state(npy)
