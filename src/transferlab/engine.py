@@ -12,6 +12,15 @@ the LR each step) all run on them, so what the loop learns (devices, precision, 
 across processes) reaches each of them. A last batch of one image joins the batch before
 it: BatchNorm cannot train on a single value per channel.
 
+Devices and processes go through a :class:`~transferlab.runtime.Runtime`: with several
+processes every rank draws the same permutation of the training set per epoch (the order
+generator) and takes its shard of it, padded to the same number of steps; augmentation
+draws from a second generator seeded per rank and epoch, so the order never drifts apart.
+Validation is sharded and gathered back with the padding dropped. The model is wrapped for
+data parallelism per phase (DDP's reducer must see which parameters train after a freeze
+or an unfreeze); head epochs on cached features run the same computation on every rank and
+take the main process's head afterwards. Only the main process writes files.
+
 A checkpoint is written atomically after every epoch with everything needed to continue
 exactly: weights, optimizer, schedule, phase and epoch, RNG states, history, best metric
 and early-stopping counter. ``fit(..., resume=checkpoint)`` rebuilds the phase's optimizer
@@ -28,6 +37,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -55,6 +65,7 @@ from transferlab.finetune import (
 from transferlab.metrics import confusion_matrix, precision_recall_f1
 from transferlab.models.layout import is_channels_last, memory_format
 from transferlab.optim import Schedule, build_optimizer, is_improvement
+from transferlab.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +119,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Backbone output right before the classifier (timm's ``pre_logits``)."""
     return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
@@ -125,17 +130,20 @@ def _batched_outputs(
     data: ImageSet,
     prep: Preprocessing,
     batch_size: int,
-    device: torch.device,
+    runtime: Runtime,
     precision: str,
     channels_last: bool,
 ) -> torch.Tensor:
+    """``fn`` of every image of ``data``; with several processes each computes its shard
+    and every process gets all rows back (each image exactly once)."""
+    shard = data.subset(runtime.shard(len(data)).tolist()) if runtime.distributed else data
     outs = []
     fmt = memory_format(channels_last)
-    for x, _ in iterate_batches(data, batch_size, shuffle=False):
-        with autocast(device, precision):
-            x = eval_batch(x.to(device), prep).contiguous(memory_format=fmt)
+    for x, _ in iterate_batches(shard, batch_size, shuffle=False):
+        with runtime.autocast(precision):
+            x = eval_batch(x.to(runtime.device), prep).contiguous(memory_format=fmt)
             outs.append(fn(x).float().cpu())
-    return torch.cat(outs)
+    return runtime.gather_rows(torch.cat(outs), len(data))
 
 
 def predict_logits(
@@ -145,11 +153,13 @@ def predict_logits(
     batch_size: int = 64,
     device: torch.device | None = None,
     precision: str = "fp32",
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
+    """Logits of every image of ``data`` (gathered from every process of ``runtime``)."""
     model.eval()
-    device = device or torch.device("cpu")
+    runtime = runtime or Runtime(device)
     return _batched_outputs(
-        model, data, prep, batch_size, device, precision, is_channels_last(model)
+        model, data, prep, batch_size, runtime, precision, is_channels_last(model)
     )
 
 
@@ -160,6 +170,7 @@ def extract_features(
     batch_size: int,
     device: torch.device,
     precision: str,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     model.eval()
     return _batched_outputs(
@@ -167,7 +178,7 @@ def extract_features(
         data,
         prep,
         batch_size,
-        device,
+        runtime or Runtime(device),
         precision,
         is_channels_last(model),
     )
@@ -263,65 +274,103 @@ def join_last_single(batches: Iterable[Batch], batch_size: int) -> Iterator[Batc
         yield held
 
 
+def _with_last(items: Iterable[Batch]) -> Iterator[tuple[Batch, bool]]:
+    """``items``, each with whether it is the last one."""
+    it = iter(items)
+    held = next(it, None)
+    while held is not None:
+        following = next(it, None)
+        yield held, following is None
+        held = following
+
+
 class Stepper:
     """The optimizer step every training loop here runs on: the forward pass and loss under
     the precision's autocast, backward, optimizer and schedule step, then the callbacks.
 
-    ``log(loss, lr)`` (``fit``: a row of ``batches.csv``) sees every step; a callback ends
-    :meth:`run` by raising :class:`StopTraining`, after which ``stopped`` is True.
+    With ``accum`` K > 1 the optimizer steps every K batches (and after an epoch's last),
+    the gradients of the batches between summed without the all-reduce across processes;
+    each batch's loss counts 1/K, so a last group shorter than K steps with less weight
+    (as Accelerate's ``accumulate`` does). Our batches are not a DataLoader Accelerate
+    prepared, so its ``accumulate()`` could not see the end of an epoch: the runtime's
+    ``no_sync`` is used directly.
+
+    ``log(loss, lr)`` (``fit``: a row of ``batches.csv``) sees every batch; a callback ends
+    :meth:`run` by raising :class:`StopTraining`, after which ``stopped`` is True (on every
+    process: the decision is shared).
     """
 
     def __init__(
         self,
         opt: torch.optim.Optimizer,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        device: torch.device,
+        runtime: Runtime,
         precision: str = "fp32",
         sched: Schedule | None = None,
         callbacks: Sequence[Callback] = (),
         log: Callable[[float, float], None] | None = None,
         after_step: Callable[[], None] | None = None,
+        accum: int = 1,
     ) -> None:
-        self.opt, self.loss_fn, self.device, self.precision = opt, loss_fn, device, precision
+        self.opt, self.loss_fn, self.runtime, self.precision = opt, loss_fn, runtime, precision
         self.sched, self.callbacks, self.log = sched, callbacks, log
         self.after_step = after_step  # e.g. the EMA update, right after the weights change
+        self.accum = accum
         self.stopped = False
 
     def step(
-        self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        target: torch.Tensor,
+        sync: bool = True,
     ) -> float:
-        """One optimizer step on a batch; returns its loss."""
-        x, target = x.to(self.device), target.to(self.device)
-        with autocast(self.device, self.precision):
-            loss = self.loss_fn(forward(x).float(), target)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        """Forward and backward of a batch, then (``sync``) the optimizer step; returns
+        the batch's loss."""
+        device = self.runtime.device
+        x, target = x.to(device), target.to(device)
+        net = forward if isinstance(forward, nn.Module) else None
+        quiet = self.runtime.no_sync(net) if net is not None and not sync else None
+        with quiet or contextlib.nullcontext():
+            with self.runtime.autocast(self.precision):
+                loss = self.loss_fn(forward(x).float(), target)
+            self.runtime.backward(loss / self.accum if self.accum > 1 else loss)
         lr = max(g["lr"] for g in self.opt.param_groups)
-        self.opt.step()
-        if self.after_step is not None:
-            self.after_step()
-        if self.sched is not None:
-            self.sched.step_batch()
+        if sync:
+            self._optimizer_step()
         value = float(loss.detach())
         if self.log is not None:
             self.log(value, lr)
         return value
 
+    def _optimizer_step(self) -> None:
+        self.runtime.step(self.opt)
+        self.opt.zero_grad(set_to_none=True)
+        if self.after_step is not None:
+            self.after_step()
+        if self.sched is not None:
+            self.sched.step_batch()
+
     def _notify(self, loss: float) -> None:
-        """Every callback hears of the step, even when an earlier one asks to stop."""
+        """Every callback hears of the step, even when an earlier one asks to stop; a stop
+        asked for on one process (callbacks run on the main one) stops every process."""
         for cb in self.callbacks:
             try:
                 cb.on_batch_end(loss)
             except StopTraining:
                 self.stopped = True
+        if self.runtime.distributed:
+            self.stopped = self.runtime.any(self.stopped)
 
     def run(
         self, forward: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Batch]
     ) -> list[float]:
         """Step through ``batches`` (until a callback stops it); returns the losses."""
-        losses = []
-        for x, target in batches:
-            losses.append(self.step(forward, x, target))
+        losses: list[float] = []
+        self.opt.zero_grad(set_to_none=True)
+        for (x, target), last in _with_last(batches):
+            sync = last or (len(losses) + 1) % self.accum == 0
+            losses.append(self.step(forward, x, target, sync))
             self._notify(losses[-1])
             if self.stopped:
                 break
@@ -344,12 +393,25 @@ class Trainer:
         augment: AugmentSpec,
         device: torch.device,
         callbacks: Sequence[Callback] = (),
+        runtime: Runtime | None = None,
     ) -> None:
         self.model, self.train, self.val, self.prep, self.cfg = model, train, val, prep, cfg
-        self.augment, self.device, self.callbacks = augment, device, callbacks
-        model.to(device).to(memory_format=memory_format(cfg.channels_last))
+        self.runtime = runtime or Runtime(device)
+        self.augment, self.device, self.callbacks = augment, self.runtime.device, callbacks
+        if cfg.sync_bn and self.runtime.distributed:
+            # in place: the modules keep their names, so checkpoints and the bundle load
+            # into a plain model
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device).to(memory_format=memory_format(cfg.channels_last))
         self.num_classes = int(getattr(model, "num_classes", int(train.targets.max()) + 1))
+        # The order of the training set: the same generator (and draws) on every process.
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # Augmentation and mixing: a process's own stream, seeded per epoch (aug_seed), so
+        # it never moves the order generator and resumes exactly at any epoch.
+        self.aug_gen = torch.Generator()
+        # Each process's share of a global batch of cfg.batch_size images.
+        self.batch_size = max(1, cfg.batch_size // self.runtime.world_size)
+        self.net: nn.Module = model  # what the phase trains through (compiled / DDP)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=self._class_weights(), label_smoothing=cfg.label_smoothing
         ).to(device)
@@ -374,15 +436,31 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(*args)
 
-    def steps_per_epoch(self) -> int:
-        return steps_in(len(self.train), self.cfg.batch_size)
+    def batches_per_epoch(self, phase: Phase | None = None) -> int:
+        """Batches a process runs per epoch: of its shard, or (head on cached features,
+        the same computation everywhere) of the whole training set."""
+        if phase is not None and self.cached(phase):
+            return steps_in(len(self.train), self.cfg.batch_size)
+        shard = -(-len(self.train) // self.runtime.world_size)
+        return steps_in(shard, self.batch_size)
+
+    def steps_per_epoch(self, phase: Phase | None = None) -> int:
+        """Optimizer steps per epoch (every ``grad_accum`` batches, and the last)."""
+        return -(-self.batches_per_epoch(phase) // self.cfg.grad_accum)
 
     def optimizer(self, phase: Phase) -> tuple[torch.optim.Optimizer, Schedule]:
         apply_phase(self.model, phase)
         layer_decay = self.cfg.layer_decay if phase.train_backbone else None
         groups = param_groups(self.model, phase, self.cfg.weight_decay, layer_decay)
         opt = build_optimizer(self.cfg, groups)
-        return opt, Schedule(self.cfg, opt, phase.epochs, self.steps_per_epoch())
+        return opt, Schedule(self.cfg, opt, phase.epochs, self.steps_per_epoch(phase))
+
+    def prepare(self, phase: Phase) -> None:
+        """Wrap the model for ``phase`` (after its trainable parameters are set): compiled
+        and DDP-wrapped anew each phase, since DDP's reducer only knows the parameters that
+        trained when it was built. Head epochs on cached features need no wrapping."""
+        if not self.cached(phase):
+            self.net = self.runtime.prepare(self.model, self.cfg.compile)
 
     def cached(self, phase: Phase) -> bool:
         """Whether ``phase`` trains the head on features computed once."""
@@ -392,8 +470,17 @@ class Trainer:
         # The head on cached fp32 features has always trained in fp32.
         precision = "fp32" if self.cached(phase) else self.cfg.precision
         after = self._update_ema if self.ema is not None else None
+        accum = 1 if self.cached(phase) else self.cfg.grad_accum
         return Stepper(
-            opt, self.loss_fn, self.device, precision, sched, self.callbacks, self._log_batch, after
+            opt,
+            self.loss_fn,
+            self.runtime,
+            precision,
+            sched,
+            self.callbacks,
+            self._log_batch,
+            after,
+            accum,
         )
 
     def start_ema(self, phase: Phase, state: dict[str, Any] | None = None) -> None:
@@ -437,18 +524,21 @@ class Trainer:
 
     def _features_of(self, data: ImageSet, backbone: str) -> torch.Tensor:
         """The frozen backbone's features of ``data``: from the disk cache if one is set
-        and holds them, else extracted (and stored there)."""
-        args = (self.prep, self.cfg.batch_size * 2, self.device, self.cfg.precision)
+        and holds them, else extracted (sharded over the processes and gathered) and
+        stored there. Only the main process reads and writes the cache; the others get
+        its features (no shared disk needed across machines)."""
+        args = (self.prep, self.batch_size * 2, self.device, self.cfg.precision, self.runtime)
         if not self.cfg.feature_cache_dir:
             return extract_features(self.model, data, *args)
         store = FeatureCache(Path(self.cfg.feature_cache_dir))
         key = cache_key(backbone, self.prep, self.cfg.precision, images_digest(data))
-        found = store.load(key, len(data))
-        if found is not None:
+        found = store.load(key, len(data)) if self.runtime.is_main else None
+        if self.runtime.broadcast(found is not None):
             logger.info("features of %d images from the cache %s", len(data), store.path(key))
-            return found
+            return self.runtime.broadcast(found)  # type: ignore[return-value]
         features = extract_features(self.model, data, *args)
-        store.save(key, features)
+        if self.runtime.is_main:
+            store.save(key, features)
         return features
 
     def _head_batches(self, feats: torch.Tensor) -> Iterator[Batch]:
@@ -465,19 +555,30 @@ class Trainer:
         batches = join_last_single(self._head_batches(feats), self.cfg.batch_size)
         losses = stepper.run(head, batches)
         head.eval()
+        # Every process ran the same steps on the same features; the main one's head and
+        # logits are shared so that no rounding difference can split the ranks' decisions.
+        self.runtime.broadcast_module(head)
         with torch.inference_mode():
             val_logits = head(val_feats.to(self.device)).float().cpu()
-        return sum(losses) / max(1, len(losses)), val_logits
+        return sum(losses) / max(1, len(losses)), self.runtime.broadcast(val_logits)
 
     def train_batches(self, phase: Phase) -> Iterator[Batch]:
         """One epoch of ready training batches: on the device, augmented (and mixed) as
         ``phase`` says, in the memory format of the model, a last single image joined."""
         mixing = phase.augment and (self.augment.mixup > 0 or self.augment.cutmix > 0)
-        raw = iterate_batches(self.train, self.cfg.batch_size, order=self._order())
-        for x, y in join_last_single(raw, self.cfg.batch_size):
+        order = self._order()
+        if self.runtime.distributed:
+            order = order[self.runtime.shard(len(order))]
+        self.aug_gen.manual_seed(aug_seed(self.cfg.seed, self.epoch, self.runtime.rank))
+        # iterate_batches steps over len(train) on an in-memory set, so an order shorter
+        # than the set (a shard) ends in empty batches: they are dropped.
+        raw = (
+            b for b in iterate_batches(self.train, self.batch_size, order=order) if len(b[1]) > 0
+        )
+        for x, y in join_last_single(raw, self.batch_size):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device)
             x = (
-                augment_batch(x, self.train_prep, self.augment, self.gen)
+                augment_batch(x, self.train_prep, self.augment, self.aug_gen)
                 if phase.augment
                 else eval_batch(x, self.train_prep)
             )
@@ -485,18 +586,26 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             target: torch.Tensor = y
             if mixing:
-                x, target = mix_batch(x, y, self.num_classes, self.augment, self.gen)
+                x, target = mix_batch(x, y, self.num_classes, self.augment, self.aug_gen)
                 target = target.to(self.device)
             yield x, target
 
     def endless_batches(self, phase: Phase) -> Iterator[Batch]:
-        """:meth:`train_batches`, epoch after epoch (reshuffled each time)."""
-        return itertools.chain.from_iterable(self.train_batches(phase) for _ in itertools.count())
+        """:meth:`train_batches`, epoch after epoch (reshuffled, augmented anew each time)."""
+
+        def epochs() -> Iterator[Iterator[Batch]]:
+            while True:
+                self.epoch += 1
+                yield self.train_batches(phase)
+
+        return itertools.chain.from_iterable(epochs())
 
     def full_epoch(self, phase: Phase, stepper: Stepper) -> tuple[float, torch.Tensor]:
         set_train_mode(self.model, phase)
         self.features = None  # the backbone may change now
-        losses = stepper.run(self.model, self.train_batches(phase))
+        losses = stepper.run(self.net, self.train_batches(phase))
+        # the epoch's loss over every process's shard (equal numbers of batches each)
+        train_loss = self.runtime.mean(sum(losses) / max(1, len(losses)))
         val_logits = self._val_logits(self.model)
         self.kept = self.model
         if self.ema is not None:
@@ -506,16 +615,21 @@ class Trainer:
             averaged = _val_metrics(ema_logits, self.val.targets)[monitor]
             if is_improvement(monitor, averaged, raw, 0.0):
                 val_logits, self.kept = ema_logits, self.ema.module
-        return sum(losses) / max(1, len(losses)), val_logits
+        return train_loss, val_logits
 
     def _val_logits(self, model: nn.Module) -> torch.Tensor:
-        args = (self.cfg.batch_size * 2, self.device, self.cfg.precision)
+        args = (self.batch_size * 2, self.device, self.cfg.precision, self.runtime)
         return predict_logits(model, self.val, self.prep, *args)
 
     def run_epoch(self, phase: Phase, stepper: Stepper) -> tuple[float, torch.Tensor]:
         if self.cached(phase):
             return self.head_epoch(stepper)
         return self.full_epoch(phase, stepper)
+
+
+def aug_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of a process in an epoch: distinct per rank and epoch."""
+    return ((seed * 1_000_003 + epoch) * 1_009 + rank + 1) % 2**63
 
 
 @dataclass
@@ -555,6 +669,7 @@ def _checkpoint(
         "phases": p.phases,
         "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
         "ema_steps": trainer.ema_steps,
+        "world_size": trainer.runtime.world_size,
     }
 
 
@@ -564,8 +679,18 @@ def _restore(trainer: Trainer, ckpt: dict[str, Any], run_dir: Path) -> _Progress
     torch.set_rng_state(ckpt["torch_rng"])
     trainer.epoch = int(ckpt["epoch"])
     history = [EpochRecord(**r) for r in ckpt["history"]]
-    write_history(run_dir / "history.csv", history)
-    _truncate_batches(run_dir / "batches.csv", trainer.epoch)
+    started_on = int(ckpt.get("world_size", 1))
+    if started_on != trainer.runtime.world_size and trainer.runtime.is_main:
+        logger.warning(
+            "resuming a run of %d process(es) on %d: the schedule continues at the same "
+            "fraction of the phase, but results are bit-identical to an uninterrupted run "
+            "only on the same number of processes",
+            started_on,
+            trainer.runtime.world_size,
+        )
+    if trainer.runtime.is_main:
+        write_history(run_dir / "history.csv", history)
+        _truncate_batches(run_dir / "batches.csv", trainer.epoch)
     return _Progress(
         history, ckpt["best"], int(ckpt["best_epoch"]), int(ckpt["stale"]), list(ckpt["phases"])
     )
@@ -581,17 +706,36 @@ def _start_phase(
     """The phase's optimizer and schedule, and the epoch within the phase to start at
     (restored from ``resume`` when it stopped inside this phase)."""
     opt, sched = trainer.optimizer(phase)
+    trainer.prepare(phase)
     if resume and index == resume["phase_index"]:
         opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
+        in_phase = phase.epochs if resume["phase_done"] else int(resume["epoch_in_phase"])
+        _restore_schedule(trainer, phase, sched, resume, in_phase)
         trainer.start_ema(phase, resume)
-        return opt, sched, phase.epochs if resume["phase_done"] else resume["epoch_in_phase"]
+        return opt, sched, in_phase
     trainer.start_ema(phase)
     progress.stale = 0
     progress.phases.append(
         {**phase.to_dict(), "trainable_parameters": trainable_count(trainer.model)}
     )
     return opt, sched, 0
+
+
+def _restore_schedule(
+    trainer: Trainer, phase: Phase, sched: Schedule, resume: dict[str, Any], in_phase: int
+) -> None:
+    """The checkpoint's schedule; on another number of processes (other steps per epoch)
+    the same fraction of the phase: a fresh schedule stepped through ``in_phase`` epochs
+    of this run's steps, with the checkpoint's plateau state."""
+    state = resume["scheduler"]
+    if int(resume.get("world_size", 1)) == trainer.runtime.world_size:
+        sched.load_state_dict(state)
+        return
+    sched.load_state_dict({**state, "batch": sched.batch.state_dict()})
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(in_phase * trainer.steps_per_epoch(phase)):
+            sched.step_batch()
 
 
 def _epoch(
@@ -601,7 +745,7 @@ def _epoch(
     trainer.epoch += 1
     size = phase.image_size(in_phase, trainer.prep.input_size)
     trainer.train_prep = replace(trainer.prep, input_size=size)
-    trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch())
+    trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch(phase))
     t0 = time.perf_counter()
     lr = max(g["lr"] for g in stepper.opt.param_groups)
     train_loss, logits = trainer.run_epoch(phase, stepper)
@@ -632,6 +776,19 @@ def _judge(progress: _Progress, record: EpochRecord, cfg: TrainConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _batch_log(run_dir: Path, is_main: bool) -> Iterator[Any]:
+    """``batches.csv`` open for appending (its header on a new file); None off the main
+    process, which writes nothing."""
+    if not is_main:
+        yield None
+        return
+    with (run_dir / "batches.csv").open("a", newline="", encoding="utf-8") as fh:
+        if fh.tell() == 0:
+            csv.writer(fh).writerow(["epoch", "loss", "lr"])
+        yield fh
+
+
 def fit(
     model: nn.Module,
     phases: Sequence[Phase],
@@ -644,15 +801,17 @@ def fit(
     callbacks: Sequence[Callback] = (),
     device: torch.device | None = None,
     resume: dict[str, Any] | None = None,
+    runtime: Runtime | None = None,
 ) -> FitResult:
     """Train through ``phases``; log ``history.csv`` and checkpoint after every epoch.
 
     A phase ends early after ``cfg.early_stopping`` epochs without improvement; a callback
-    raising :class:`StopTraining` ends the whole fit after the current epoch.
+    raising :class:`StopTraining` ends the whole fit after the current epoch. With a
+    ``runtime`` of several processes, every process calls ``fit``; only the main one
+    writes (and should be given the callbacks).
     """
-    trainer = Trainer(
-        model, train, val, prep, cfg, augment, device or torch.device("cpu"), callbacks
-    )
+    runtime = runtime or Runtime(device or torch.device("cpu"))
+    trainer = Trainer(model, train, val, prep, cfg, augment, runtime.device, callbacks, runtime)
     progress = _restore(trainer, resume, run_dir) if resume else _Progress()
     best_path = run_dir / "checkpoints" / "best.pt"
     best_state = (
@@ -662,10 +821,8 @@ def fit(
     )
     started = time.perf_counter()
     trainer.emit("on_fit_start", phases)
-    with (run_dir / "batches.csv").open("a", newline="", encoding="utf-8") as batches:
-        trainer.batch_log = csv.writer(batches)
-        if batches.tell() == 0:
-            trainer.batch_log.writerow(["epoch", "loss", "lr"])
+    with _batch_log(run_dir, runtime.is_main) as batches:
+        trainer.batch_log = csv.writer(batches) if batches is not None else None
         for index, phase in enumerate(phases):
             if resume and index < resume["phase_index"]:
                 continue
@@ -681,12 +838,14 @@ def fit(
                 )
                 stop = stepper.stopped or patience_out
                 done = stop or in_phase + 1 == phase.epochs
-                state = _checkpoint(trainer, opt, sched, index, in_phase + 1, done, progress)
-                if improved:  # best.pt holds the weights that validated best
-                    save_atomic({**state, "model": best_state}, best_path)
-                save_atomic(state, run_dir / "checkpoints" / "last.pt")
-                batches.flush()
-                write_history(run_dir / "history.csv", progress.history)
+                if runtime.is_main:
+                    state = _checkpoint(trainer, opt, sched, index, in_phase + 1, done, progress)
+                    if improved:  # best.pt holds the weights that validated best
+                        save_atomic({**state, "model": best_state}, best_path)
+                    save_atomic(state, run_dir / "checkpoints" / "last.pt")
+                    assert batches is not None
+                    batches.flush()
+                    write_history(run_dir / "history.csv", progress.history)
                 trainer.emit("on_epoch_end", record)
                 if stop:
                     break

@@ -43,6 +43,7 @@ from transferlab.engine import Callback, Stepper, StopTraining, Trainer, resolve
 from transferlab.errors import ConfigError
 from transferlab.finetune import Phase, apply_phase, default_augment, param_groups
 from transferlab.optim import build_optimizer
+from transferlab.runtime import Runtime
 from transferlab.setup import resolve_config, setup_run
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def lr_range_test(
         model.train()
         curve = _RangeTest(opt, lr_schedule(start_lr, end_lr, steps), beta, divergence)
         loss = loss_fn or nn.CrossEntropyLoss()
-        Stepper(opt, loss, device, precision, callbacks=[curve]).run(model, batches)
+        Stepper(opt, loss, Runtime(device), precision, callbacks=[curve]).run(model, batches)
     finally:
         saved.restore(model, optimizer)
     smoothed = smooth_losses(curve.losses, beta)
