@@ -1,5 +1,7 @@
-"""The time budget (``train --time-budget 15m``): parse a duration, probe the speed of the
-actual data, model and device, plan the run to fill the budget, stop it in time.
+"""Durations for the time budget (``train --time-budget 15m``, ``compare --time-budget``).
+
+Light on purpose (no torch): the CLI and ``import transferlab`` read durations. The probe
+is :mod:`transferlab.speed_probe`; the plan and the stop are :mod:`transferlab.budget_plan`.
 """
 
 from __future__ import annotations
@@ -40,3 +42,13 @@ def _parse_text(text: str, option: str) -> float:
         raise ConfigError(f"{option} '{text}' is not a duration; use {DURATION_FORMS}")
     hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + secs
+
+
+def format_duration(seconds: float) -> str:
+    """``"1h02m"``, ``"14m30s"``, ``"45s"``: how the plan and the errors show a duration."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
