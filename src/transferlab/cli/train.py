@@ -57,6 +57,12 @@ Precedence: defaults < --config YAML < --set < options such as --lr.
   transferlab train photos/ --out runs/bal --sampler balanced --early-stopping 3
   transferlab train photos/ --out runs/tb --logger tensorboard --logger mlflow
 
+[bold]A time budget: the best model in the time you have (docs/tutorials/time-budget.md)[/bold]
+
+  transferlab train photos/ --out runs/tb15 --time-budget 15m
+  transferlab train photos/ --out runs/tb90 --time-budget 1h30m --model tf_efficientnet_lite2
+  (forms: 45, 90s, 15m, 2h, 1h30m; the plan and its predicted time are printed first)
+
 [bold]Resume and shared starting points[/bold]
 
   transferlab train --resume runs/demo
@@ -73,7 +79,7 @@ def _check_resume_alone(given: dict[str, object]) -> None:
     from transferlab.cli._common import flag_overrides
     from transferlab.errors import ConfigError
 
-    extra = [k for k in ("data", "out_dir", "config", "sets") if given.get(k)]
+    extra = [k for k in ("data", "out_dir", "config", "sets", "time_budget") if given.get(k)]
     if extra or flag_overrides(train, given):
         raise ConfigError(
             "--resume continues a run with its own config.yaml and data; drop the other "
@@ -198,6 +204,15 @@ def train(
         Key("data.class_names", help="Display names: words.txt, cat_to_name.json or JSON."),
     ] = None,
     precision: Annotated[str | None, Key("train.precision", help="fp32 | bf16 (autocast).")] = None,
+    time_budget: Annotated[
+        str | None,
+        Opt(
+            "--time-budget",
+            metavar="DURATION",
+            help="Plan the run to fit this time and stop in time: 90s, 15m, 1h30m "
+            "(train.time_budget, seconds).",
+        ),
+    ] = None,
     logger: Annotated[
         list[str] | None, Opt("--logger", help="tensorboard | mlflow | csv (repeatable).")
     ] = None,
@@ -209,6 +224,7 @@ def train(
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab import api
+        from transferlab.budget import parse_duration
         from transferlab.engine import Callback
         from transferlab.errors import ConfigError
         from transferlab.progress import EpochLogger, ProgressBar
@@ -223,7 +239,10 @@ def train(
         else:
             if data is None or out_dir is None:
                 raise ConfigError("give DATA and --out RUN (or --resume RUN to continue a run)")
-            cfg = run_config(train, ctx.params, config, sets, {"data.path": str(data)})
+            extra: dict[str, object] = {"data.path": str(data)}
+            if time_budget is not None:
+                extra["train.time_budget"] = parse_duration(time_budget)
+            cfg = run_config(train, ctx.params, config, sets, extra)
             result = api.train(
                 data, out_dir, config=cfg, progress=False, loggers=logger or [], callbacks=callbacks
             )
