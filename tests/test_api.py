@@ -108,21 +108,16 @@ def test_settings_by_name_or_dotted_key_and_the_cli_error_lines(
         tl.train(data / "nothing-here", "unused", progress=False)
 
 
-def test_time_budget_ends_training_after_the_epoch_it_ran_out(
+def test_a_time_budget_too_small_for_the_run_is_refused_before_anything_is_written(
     class_folders, tmp_path: Path
 ) -> None:
+    """The budget is planned (see test_budget.py); one that cannot hold even one epoch
+    stops before the run folder exists, naming the smallest budget that would work."""
     data = class_folders(per_class=4)
-    run = tl.train(
-        data,
-        tmp_path / "run",
-        strategy="scratch",
-        epochs=3,
-        time_budget=1e-6,
-        progress=False,
-        **TINY,
-    )
-    assert run.metrics["training"]["epochs"] == 1
-    with pytest.raises(ConfigError, match="time_budget"):
+    with pytest.raises(ConfigError, match=r"too small .* give at least --time-budget \d"):
+        tl.train(data, tmp_path / "run", strategy="scratch", time_budget=1e-3, **TINY)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="--time-budget 0 is not a duration above 0"):
         tl.train(data, tmp_path / "run2", time_budget=0, progress=False)
 
 

@@ -728,31 +728,6 @@ def _callbacks(
     return [*chosen, *callbacks, *trackers]
 
 
-def _time_budget(seconds: float) -> Callback:
-    """A callback that ends training after the epoch in which ``seconds`` ran out.
-    (Defined in a function: the engine imports torch, which ``import transferlab`` must not.)"""
-    import time
-
-    from transferlab.engine import Callback, StopTraining
-    from transferlab.finetune import Phase
-
-    if not seconds > 0:
-        raise ConfigError(f"time_budget must be more than 0 seconds; got {seconds}")
-
-    class TimeBudget(Callback):
-        def __init__(self) -> None:
-            self.start = time.monotonic()
-
-        def on_fit_start(self, phases: Sequence[Phase]) -> None:
-            self.start = time.monotonic()
-
-        def on_batch_end(self, loss: float) -> None:
-            if time.monotonic() - self.start > seconds:
-                raise StopTraining
-
-    return TimeBudget()
-
-
 def train(
     data: PathLike,
     out: PathLike | None = None,
@@ -761,7 +736,7 @@ def train(
     strategy: str | None = None,
     epochs: int | None = None,
     image_size: int | None = None,
-    time_budget: float | None = None,
+    time_budget: float | str | None = None,
     config: RunConfig | Mapping[str, Any] | PathLike | None = None,
     progress: bool = True,
     loggers: Sequence[str] = (),
@@ -774,14 +749,18 @@ def train(
     ``out``: the run folder; None: a fresh ``runs/<data>-<timestamp>``. ``config``: a
     RunConfig, a ``config.yaml`` path or sections as a dict; ``overrides``: any config key,
     by its name (``lr=3e-4``) or dotted (``**{"train.lr": 3e-4}``); they win over
-    ``config``. ``time_budget``: seconds of training, after which the epoch under way is
-    the last (the best epoch so far is kept and evaluated as usual).
+    ``config``. ``time_budget``: seconds or a duration (``"15m"``, ``"1h30m"``) for the
+    whole run: it is probed and planned to fit (image sizes, epochs), and stopped in time
+    (the best epoch kept); ``metrics["time_budget"]`` has the plan, predicted and actual
+    seconds (see docs/tutorials/time-budget.md).
     ``progress=False`` draws no progress bars; ``loggers``: tensorboard | mlflow | csv.
 
     Examples:
         >>> run = tl.train("examples/ahe-mini", image_size=64, head_epochs=1)  # doctest: +SKIP
         >>> run.metrics["macro_f1"]  # doctest: +SKIP
+        >>> tl.train("photos", time_budget="15m").metrics["time_budget"]  # doctest: +SKIP
     """
+    from transferlab.budget import parse_duration
     from transferlab.pipeline import train_run
     from transferlab.trackers import finish_run
 
@@ -790,11 +769,11 @@ def train(
         "train.strategy": strategy,
         "train.epochs": epochs,
         "model.image_size": image_size,
+        "train.time_budget": parse_duration(time_budget) if time_budget is not None else None,
     }
     cfg = build_config(data, config, **overrides, **{k: v for k, v in named.items() if v})
     run_dir = Path(out) if out is not None else _fresh_out(data)
-    budget = [_time_budget(time_budget)] if time_budget is not None else []
-    cbs = _callbacks(progress, [*callbacks, *budget], loggers, run_dir)
+    cbs = _callbacks(progress, callbacks, loggers, run_dir)
     result = train_run(cfg, run_dir, cbs)
     finish_run(cbs, result.metrics)
     return Run(run_dir, result.metrics)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from transferlab.budget import format_duration
 from transferlab.data.images import ImageReadError, load_image, thumbnail_bytes
 from transferlab.errors import TransferlabError
 from transferlab.report import html, plots, stats
@@ -199,6 +200,39 @@ def summary_section(run: RunFiles, built: Built, cal: stats.Calibration | None) 
         "inference": run.inference,
     }
     built.sections.append(html.Section("summary", "Summary", body))
+
+
+def budget_section(run: RunFiles, built: Built) -> None:
+    """What a time budget (``train --time-budget``) planned and did; nothing without one."""
+    tb = run.metrics.get("time_budget")
+    if not tb:
+        return
+    budget, predicted, actual = tb["budget_s"], tb["predicted_s"], tb["actual_s"]
+    plan = tb.get("plan", {})
+    items = [
+        ("budget", format_duration(budget), f"{budget:.0f} s"),
+        ("predicted", format_duration(predicted), f"{predicted / budget:.0%} of the budget"),
+        ("actual", format_duration(actual), f"{actual / budget:.0%}, before this report"),
+    ]
+    t = run.metrics.get("training", {})
+    if tb.get("ended_by_budget"):
+        how = (
+            f"The budget ended training in epoch {t.get('epochs', '?')}: that epoch was "
+            f"validated and checkpointed, and the best epoch ({t.get('best_epoch', '?')}) kept."
+        )
+    else:
+        how = "The run finished its plan inside the budget."
+    resize = plan.get("resize_from")
+    sizes = f"{resize}→{plan.get('image_size')} px" if resize else f"{plan.get('image_size')} px"
+    two_stage = (run.config.get("train") or {}).get("strategy") == "two-stage"
+    head = f"{plan.get('head_epochs', 0)} head epochs and " if two_stage else ""
+    planned = f"Planned: {head}{plan.get('epochs', 0)} fine-tuning epochs at {sizes}."
+    rows = [[part, f"{sec:.1f}"] for part, sec in (plan.get("parts_s") or {}).items()]
+    body = html.cards(items) + html.note(escape(f"{how} {planned}"))
+    if rows:
+        body += html.table(["part (predicted)", "seconds"], rows)
+    built.data["time_budget"] = tb
+    built.sections.append(html.Section("time-budget", "Time budget", body))
 
 
 def curves_section(run: RunFiles, built: Built) -> None:
@@ -598,6 +632,7 @@ def build_report(run: RunFiles, window: int = 20, top_k: int = 12, bins: int = 1
     built = Built()
     cal = calibration_of(run, bins)
     summary_section(run, built, cal)
+    budget_section(run, built)
     curves_section(run, built)
     batch_section(run, built, window)
     gap_section(run, built)
