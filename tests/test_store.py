@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -239,3 +240,45 @@ def test_training_from_the_disk_store_gives_the_in_ram_metrics(
         runs[name] = metrics
     assert len(_store_files(image_cache)) == 1  # only the disk run made one
     assert runs["disk"] == runs["ram"]  # every metric, the confusion matrix, calibration
+
+
+def test_num_workers_decode_the_store_in_that_many_processes(
+    class_folders: Callable[..., Path],
+    image_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transferlab.data import store
+
+    log, real = tmp_path / "pids.log", store._decode
+
+    def noting(path: Path, prep: Preprocessing, side: int | None = None) -> Any:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(path, prep, side)
+
+    monkeypatch.setattr(store, "_decode", noting)  # worker processes fork with it
+    samples = discover(class_folders(per_class=4)).samples
+    for budget in (64, 0):  # into memory, then onto disk
+        log.unlink(missing_ok=True)
+        images, _ = decode_all(samples, list(CLASSES), PREP96, budget, num_workers=2)
+        pids = [int(v) for v in log.read_text(encoding="utf-8").split()]
+        assert len(pids) == 12 and os.getpid() not in pids and len(set(pids)) == 2
+        assert images.in_memory == (budget > 0)
+    log.unlink()
+    decode_all(samples, list(CLASSES), PREP96, 0, num_workers=2)  # the store is reused
+    assert not log.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
+def test_pin_memory_yields_page_locked_batches_of_every_kind_of_set(
+    class_folders: Callable[..., Path], image_cache: Path
+) -> None:
+    samples = discover(class_folders(per_class=2)).samples
+    in_ram, _ = decode_all(samples, list(CLASSES), PREP96, 64)
+    on_disk, _ = decode_all(samples, list(CLASSES), PREP96, 0)
+    lazy = ImageSet(in_ram.samples, in_ram.targets.tolist(), PREP96, side=64)
+    expected = next(iterate_batches(in_ram, 6))[0]
+    for data in (in_ram, on_disk.subset(range(6)), lazy):
+        x, _ = next(iterate_batches(data, 6, pin_memory=True))
+        assert x.is_pinned() and torch.equal(x, expected)
