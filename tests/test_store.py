@@ -153,6 +153,7 @@ def test_a_set_over_memory_cache_mb_is_decoded_once_into_a_disk_store(
     on_disk, skipped = decode_all(samples, list(CLASSES), PREP96, 0, num_workers=2)
     assert skipped == [] and in_ram.in_memory and not on_disk.in_memory
     assert on_disk.images is None  # nothing of it is held as a tensor in RAM
+    assert in_ram.images is not None
     (store,) = _store_files(image_cache)
     assert store.stat().st_size == 9 * 3 * 64 * 64  # at the stored side, not the base side
     order = torch.randperm(9, generator=torch.Generator().manual_seed(0))
