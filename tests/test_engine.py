@@ -25,6 +25,8 @@ from transferlab.engine import (
     FitResult,
     StopTraining,
     Trainer,
+    _checkpoint,
+    _Progress,
     _truncate_batches,
     _val_metrics,
     fit,
@@ -297,3 +299,56 @@ def test_ema_weights_are_validated_and_kept_when_better(
     assert _val_metrics(logits, val_set.targets)["val_macro_f1"] == pytest.approx(
         best.val_macro_f1, abs=1e-6
     )
+
+
+def test_compiled_model_trains_through_a_wrapper_and_checkpoints_plain_keys(
+    class_folders: Callable[..., Path],
+) -> None:
+    """--compile: the phase trains through torch.compile's wrapper, built before any DDP
+    wrapping; the checkpoint and best state hold the model's own keys (no _orig_mod.)."""
+    train_set, val_set, prep = _sets(class_folders(4))
+    model, _ = create_model("convnet1", 3, "none", 0.0, None)
+    keys = set(model.state_dict())
+    cfg = TrainConfig(batch_size=8, scheduler="none", compile=True)
+    trainer = Trainer(model, train_set, val_set, prep, cfg, PRESETS["light"], torch.device("cpu"))
+    phase = Phase("full", 1, "all", 1e-3, 1e-3, augment=False)
+    opt, sched = trainer.optimizer(phase)
+    trainer.prepare(phase)
+    assert isinstance(trainer.net, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.net._orig_mod is model
+    assert set(_checkpoint(trainer, opt, sched, 0, 0, False, _Progress())["model"]) == keys
+
+
+def test_grad_accum_steps_the_optimizer_every_k_batches(
+    class_folders: Callable[..., Path],
+) -> None:
+    train_set, val_set, prep = _sets(class_folders(6))
+    model, _ = create_model("convnet1", 3, "none", 0.0, None)
+    cfg = TrainConfig(batch_size=2, scheduler="none", grad_accum=3)
+    trainer = Trainer(model, train_set, val_set, prep, cfg, PRESETS["light"], torch.device("cpu"))
+    phase = Phase("full", 1, "all", 1e-3, 1e-3, augment=False)
+    opt, sched = trainer.optimizer(phase)
+    steps = []
+    stepper = trainer.stepper(phase, opt, sched)
+    stepper.after_step = lambda: steps.append(1)
+    losses = stepper.run(model, trainer.train_batches(phase))
+    batches = trainer.batches_per_epoch(phase)
+    assert len(losses) == batches
+    assert len(steps) == trainer.steps_per_epoch(phase) == -(-batches // 3)
+
+
+def test_shards_cover_every_item_once_after_the_padding_is_dropped() -> None:
+    """The rule of sharding (each rank every world-th item, padded) and of gathering back,
+    checked on the plain runtime's arithmetic for 2 and 3 ranks."""
+    from transferlab.runtime import Runtime
+
+    for world in (2, 3):
+        for n in (1, 5, 6, 7):
+            shards = []
+            for rank in range(world):
+                rt = Runtime()
+                rt.rank, rt.world_size = rank, world
+                shards.append(rt.shard(n))
+            assert len({len(s) for s in shards}) == 1  # the same number of steps each
+            stacked = torch.stack(shards).T.reshape(-1)[:n]  # gather_rows' reordering
+            assert stacked.tolist() == list(range(n))
