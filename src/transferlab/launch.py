@@ -80,6 +80,11 @@ def _check(cfg: TrainConfig, n: int, device: torch.device) -> int:
             "--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes; "
             "drop --sync-bn (each process then normalises over its own share of the batch)"
         )
+    if cfg.time_budget is not None and n > 1:
+        raise ConfigError(
+            "--time-budget plans the run from one process's measured speed; with "
+            f"--devices {n} leave it out (or train on one process)"
+        )
     if cfg.batch_size % n:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is the batch of all {n} processes together and "

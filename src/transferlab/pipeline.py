@@ -38,10 +38,12 @@ from transferlab.finetune import (
     default_augment,
     plan_phases,
 )
+from transferlab.launch import is_main_process, spawns, workers, world_size
 from transferlab.metrics import classification_report
 from transferlab.models.registry import count_parameters
 from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
 from transferlab.provenance import PHASH_KEY, encode_digests, encode_phashes
+from transferlab.runtime import Runtime, launcher_world_size, make_runtime
 from transferlab.setup import RunSetup, data_root, resolve_config, setup_run
 
 logger = logging.getLogger(__name__)
@@ -102,16 +104,33 @@ class _Plan:
     display_names: list[str]  # the classes as people read them (data.class_names)
 
 
-def _plan(cfg: RunConfig, setup: RunSetup) -> _Plan:
-    """Every phase is applied to the model once, so that a phase that cannot be set up
-    (e.g. --trainable-groups beyond the model's groups) fails before the run folder exists;
-    which parameters train is put back as it was."""
+def _device(cfg: RunConfig) -> torch.device:
     try:
-        device = resolve_device(cfg.train.device)
+        return resolve_device(cfg.train.device)
     except RuntimeError:
         raise ConfigError(
             f"train.device '{cfg.train.device}' is not a device; use auto, cpu, cuda or cuda:N"
         ) from None
+
+
+def _resume_hint(out: Path) -> str:
+    return f"the last finished epoch's checkpoint continues with 'transferlab train --resume {out}'"
+
+
+def _train_worker(cfg: RunConfig, out: Path) -> None:
+    """Rank 1.. of a run that ``--devices N`` started on this machine."""
+    train_run(cfg, out, (), write_report=False)
+
+
+def _resume_worker(run_dir: Path, devices: str | None) -> None:
+    resume_run(run_dir, (), write_report=False, devices=devices)
+
+
+def _plan(cfg: RunConfig, setup: RunSetup) -> _Plan:
+    """Every phase is applied to the model once, so that a phase that cannot be set up
+    (e.g. --trainable-groups beyond the model's groups) fails before the run folder exists;
+    which parameters train is put back as it was."""
+    device = _device(cfg)
     augment = resolve_augment(cfg.augment, default_augment(cfg.train.strategy))
     phases = plan_phases(cfg.train, augment=augment.enabled, image_size=setup.prep.input_size)
     model, classes = setup.model, setup.split.classes
@@ -138,7 +157,11 @@ def train_run(
     With ``train.time_budget`` the run is probed and planned to fit it (:mod:`budget_plan`);
     config.yaml keeps the config as asked, budget.json the plan."""
     started = time.monotonic()  # the time budget's clock
-    restart = _check_out_dir(out)
+    restart = _check_out_dir(out) if is_main_process() else False
+    world = world_size(cfg.train, _device(cfg))
+    if spawns(world):  # --devices N here: this process is rank 0 of N
+        with workers(world, _train_worker, (cfg, out), _resume_hint(out)):
+            return train_run(cfg, out, callbacks, write_report)
     cfg = asked = resolve_config(cfg)
     setup = setup_run(cfg)
     plan = _plan(cfg, setup)
@@ -146,6 +169,8 @@ def train_run(
     if cfg.train.time_budget is not None:
         cfg, budget = plan_budget(cfg, setup, plan.augment, plan.device, started)
         plan = _plan(cfg, setup)
+    if not is_main_process():  # only the main process writes
+        return _fit_and_finish(cfg, setup, plan, out, (), None, False, budget)
     if restart:
         _clear_unstarted(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,9 +184,14 @@ def train_run(
 
 
 def resume_run(
-    run_dir: Path, callbacks: Sequence[Callback] = (), write_report: bool = True
+    run_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    write_report: bool = True,
+    devices: str | None = None,
 ) -> RunResult:
-    """Continue an interrupted run from ``checkpoints/last.pt``, on the run's own split."""
+    """Continue an interrupted run from ``checkpoints/last.pt``, on the run's own split;
+    ``devices``: on another number of processes than it started with (under a launcher:
+    the launcher's)."""
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); check --resume")
     if (run_dir / "metrics.json").is_file():
@@ -173,6 +203,13 @@ def resume_run(
             f"same train command and --out {run_dir}"
         )
     cfg, budget = resumed_budget(from_dict(load_yaml(run_dir / "config.yaml")), run_dir)
+    devices = devices or ("auto" if launcher_world_size() else None)
+    if devices is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, devices=devices))
+    world = world_size(cfg.train, _device(cfg))
+    if spawns(world):
+        with workers(world, _resume_worker, (run_dir, devices), _resume_hint(run_dir)):
+            return resume_run(run_dir, callbacks, write_report, devices)
     use = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, split_file=str(run_dir / "split.csv"))
     )
@@ -180,6 +217,8 @@ def resume_run(
     plan = _plan(cfg, setup)
     checkpoint = load_checkpoint(last)
     logger.info("resuming %s after epoch %d", run_dir, int(checkpoint["epoch"]))
+    if not is_main_process():
+        callbacks, write_report = (), False
     return _fit_and_finish(cfg, setup, plan, run_dir, callbacks, checkpoint, write_report, budget)
 
 
@@ -206,6 +245,7 @@ def _fit_and_finish(
         cfg.train.strategy,
     )
     device = plan.device
+    runtime = make_runtime(cfg.train, device)
     result = fit(
         model,
         plan.phases,
@@ -218,11 +258,15 @@ def _fit_and_finish(
         [*callbacks, *([budget.stop] if budget else [])],
         device,
         resume,
+        runtime=runtime,
     )
     model.load_state_dict(result.best_state)
     eval_split = "test" if len(sets["test"]) else "val"
-    metrics, raw = evaluate_images(model, sets[eval_split], class_names, prep, device)
-    calibration = _calibrate(model, sets, eval_split, raw, prep, device)
+    metrics, raw = evaluate_images(model, sets[eval_split], class_names, prep, device, runtime)
+    calibration = _calibrate(model, sets, eval_split, raw, prep, runtime)
+    runtime.close()  # the last step every process takes together
+    if not runtime.is_main:  # only the main process writes
+        return RunResult(out, metrics)
     # the probabilities the bundle will give (predict, evaluate and serve apply T too)
     probs = apply_temperature(raw, calibration["temperature"])
     replace_when_done(
@@ -244,6 +288,7 @@ def _fit_and_finish(
         "trainable_parameters": max((p["trainable_parameters"] for p in result.phases), default=0),
         "images": {k: len(v) for k, v in sets.items()},
         "evaluated_on": eval_split,
+        "processes": runtime.world_size,
     }
     metrics.update(
         {
@@ -324,14 +369,14 @@ def _calibrate(
     eval_split: str,
     eval_probs: torch.Tensor,
     prep: Preprocessing,
-    device: torch.device,
+    runtime: Runtime,
 ) -> dict[str, Any]:
     """Temperature scaling fitted on the val split, measured on ``eval_split``."""
     val = sets["val"]
     if eval_split == "val":  # log-probabilities are logits up to a constant per image
         val_logits = eval_probs.clamp_min(torch.finfo(torch.float32).tiny).log()
     elif len(val):
-        val_logits = predict_logits(model, val, prep, 64, device)
+        val_logits = predict_logits(model, val, prep, 64, runtime=runtime)
     else:
         val_logits = torch.zeros(0, eval_probs.shape[1])
     summary = calibration_summary(
@@ -361,8 +406,10 @@ def evaluate_images(
     class_names: list[str],
     prep: Preprocessing,
     device: torch.device,
+    runtime: Runtime | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """The metrics report and the class probabilities of every image."""
-    probs = predict_logits(model, data, prep, 64, device).softmax(dim=1)
+    """The metrics report and the class probabilities of every image (with several
+    processes: each computes its shard, all get every image once)."""
+    probs = predict_logits(model, data, prep, 64, device, runtime=runtime).softmax(dim=1)
     report = classification_report(data.targets.numpy(), probs.argmax(1).numpy(), class_names)
     return report, probs

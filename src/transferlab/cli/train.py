@@ -66,6 +66,11 @@ Precedence: defaults < --config YAML < --set < options such as --lr.
 [bold]Resume and shared starting points[/bold]
 
   transferlab train --resume runs/demo
+
+[bold]More processes (docs/scale-out.md)[/bold]
+
+  transferlab train photos/ --out runs/ddp --devices 2 --batch-size 64
+  transferlab train photos/ --out runs/gpu --devices auto --precision bf16 --compile
   transferlab train photos/ --out runs/adam --init-from runs/sgd-1epoch --optimizer adam
 """
 
@@ -203,7 +208,24 @@ def train(
         Path | None,
         Key("data.class_names", help="Display names: words.txt, cat_to_name.json or JSON."),
     ] = None,
-    precision: Annotated[str | None, Key("train.precision", help="fp32 | bf16 (autocast).")] = None,
+    precision: Annotated[
+        str | None, Key("train.precision", help="fp32 | bf16 | fp16 (fp16: GPU only).")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        Key("train.devices", help="Processes: N or auto (every GPU; 1 on CPU); N starts them."),
+    ] = None,
+    compile_model: Annotated[
+        bool | None,
+        Key("train.compile", "--compile/--no-compile", help="torch.compile the model."),
+    ] = None,
+    sync_bn: Annotated[
+        bool | None,
+        Key("train.sync_bn", "--sync-bn/--no-sync-bn", help="BatchNorm over all processes."),
+    ] = None,
+    grad_accum: Annotated[
+        int | None, Key("train.grad_accum", help="Optimizer step every K batches.")
+    ] = None,
     time_budget: Annotated[
         str | None,
         Opt(
