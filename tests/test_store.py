@@ -12,6 +12,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -283,3 +284,40 @@ def test_pin_memory_yields_page_locked_batches_of_every_kind_of_set(
     for data in (in_ram, on_disk.subset(range(6)), lazy):
         x, _ = next(iterate_batches(data, 6, pin_memory=True))
         assert x.is_pinned() and torch.equal(x, expected)
+
+
+def test_the_split_sets_are_views_of_one_store_reordered_in_place(
+    class_folders: Callable[..., Path],
+) -> None:
+    from transferlab.config import from_dict
+    from transferlab.setup import prepare_split
+
+    cfg = from_dict({"data": {"path": str(class_folders(per_class=5))}})
+    split, sets, _ = prepare_split(cfg, PREP96)
+    storages = {
+        s.images.untyped_storage().data_ptr() for s in sets.values() if s.images is not None
+    }
+    assert len(storages) == 1  # train, val and test: no copy of the store
+    assert sum(len(s) for s in sets.values()) == 15
+    for name, data in sets.items():
+        assert [s.path for s in data.samples] == [s.path for s in getattr(split, name)]
+        assert data.images is not None
+        for sample, image, target in zip(data.samples, data.images, data.targets, strict=True):
+            assert torch.equal(image, torch.from_numpy(_decoded(sample.path)))
+            assert split.classes[int(target)] == sample.label
+
+
+def _decoded(path: Path) -> np.ndarray:
+    return to_base(load_image(path), PREP96, side=64)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 50])
+def test_rows_are_permuted_in_place_like_indexing(n: int) -> None:
+    from transferlab.data.store import _permute_rows_
+
+    for seed in range(5):
+        x = torch.randint(0, 255, (n, 3, 2, 2), dtype=torch.uint8)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        expected, ptr = x[order], x.data_ptr()
+        _permute_rows_(x, order.tolist())
+        assert torch.equal(x, expected) and x.data_ptr() == ptr

@@ -23,7 +23,7 @@ from transferlab.audit.core import HashChecks, SplitAudit, audit_split, hash_che
 from transferlab.config import AugmentPreset, RunConfig
 from transferlab.data.discover import Sample, discover
 from transferlab.data.split import SplitSamples, read_split_csv, stratified_split
-from transferlab.data.store import ImageSet, decode_all, warn_skipped
+from transferlab.data.store import ImageSet, decode_all, split_in_place, warn_skipped
 from transferlab.data.transforms import Preprocessing
 from transferlab.errors import DatasetError
 from transferlab.finetune import default_augment
@@ -40,10 +40,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _by_split(images: ImageSet, split: SplitSamples) -> dict[str, ImageSet]:
+    """The split's sets; ``images`` is reordered in place so that they are views of it."""
     index = {s.path: i for i, s in enumerate(images.samples)}
-    return {
-        name: images.subset([index[s.path] for s in samples]) for name, samples in split.items()
-    }
+    groups = {name: [index[s.path] for s in samples] for name, samples in split.items()}
+    return dict(zip(groups, split_in_place(images, list(groups.values())), strict=True))
 
 
 def data_root(cfg: RunConfig) -> Path:

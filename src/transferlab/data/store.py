@@ -126,6 +126,45 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
         )
 
 
+def split_in_place(data: ImageSet, groups: Sequence[Sequence[int]]) -> list[ImageSet]:
+    """The sets of the rows in each of ``groups``, with no copy of the pixels: a set in
+    memory is first reordered in place (``data`` with it) so that each group's rows are
+    consecutive and its set a view; a set on disk or lazy shares its map or files anyway.
+
+    A copy per group would put a second store in memory next to the first at the peak.
+    """
+    if data.images is None:
+        return [data.subset(g) for g in groups]
+    order = [i for g in groups for i in g]
+    placed = set(order)
+    full = order + [i for i in range(len(data)) if i not in placed]
+    _permute_rows_(data.images, full)
+    data.samples = [data.samples[i] for i in full]
+    data.targets = data.targets[torch.as_tensor(full, dtype=torch.long)]
+    sets, start = [], 0
+    for group in groups:
+        sets.append(data.subset(range(start, start + len(group))))
+        start += len(group)
+    return sets
+
+
+def _permute_rows_(x: torch.Tensor, order: Sequence[int]) -> None:
+    """``x[k] = x[order[k]]`` for every k, in place, one row of extra memory: each cycle
+    of the permutation is followed from its first row (torch has no in-place permute)."""
+    done = [False] * len(order)
+    for first in range(len(order)):
+        if done[first] or order[first] == first:
+            continue
+        held = x[first].clone()
+        row = first
+        while order[row] != first:
+            x[row] = x[order[row]]
+            done[row] = True
+            row = order[row]
+        x[row] = held
+        done[row] = True
+
+
 def _rows_of(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     n = len(idx)
     if n and int(idx[0]) >= 0 and torch.equal(idx, torch.arange(int(idx[0]), int(idx[0]) + n)):
