@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import logging
+import re
+import time
+from pathlib import Path
 
+import pytest
+import torch
+
+import transferlab as tl
+from helpers import invoke
 from transferlab.budget import parse_duration
+from transferlab.budget_plan import EPOCHS_CAP, FILL, Counts, _Planner
+from transferlab.config import from_dict
+from transferlab.data.augment import resolve_augment
+from transferlab.engine import Callback, EpochRecord
 from transferlab.errors import ConfigError
+from transferlab.finetune import Phase
+from transferlab.progress import RunClock
+from transferlab.setup import resolve_config, setup_run
+from transferlab.speed_probe import Speeds, probe_speeds
 
 
 @pytest.mark.parametrize(
@@ -21,3 +38,184 @@ def test_parse_duration_refuses_anything_else_naming_the_forms(text: str) -> Non
     with pytest.raises(ConfigError, match=r"--time-budget .*use seconds \(45, 90s\)") as err:
         parse_duration(text)
     assert "\n" not in str(err.value) and "1h30m" in str(err.value)
+
+
+# ---------------------------------------------------------------- the plan (no training)
+
+N = Counts(train=2000, val=400, test=400, batch_size=32)
+# Seconds per image as a 2-core CPU measures them for tf_efficientnet_lite0 at 128/64 px.
+SPEEDS = Speeds(
+    train=((128, 0.02), (64, 0.006)), forward=0.006, head=1e-5, save=0.1, figure=0.2, probe_s=6
+)
+
+
+def _planner(strategy: str = "two-stage", epochs: int = 4) -> _Planner:
+    overrides = {"data.path": "photos", "train.strategy": strategy, "train.epochs": epochs}
+    return _Planner(from_dict({}, overrides), True, 128, N, SPEEDS, spent=10.0)
+
+
+@pytest.mark.parametrize("budget", [90, 150, 300, 600, 900, 1800, 3600])
+def test_the_plan_never_predicts_more_than_the_budget_and_fills_it(budget: float) -> None:
+    planner = _planner()
+    plan = planner.choose(budget * FILL)
+    assert plan is not None
+    assert plan.predicted_s <= budget
+    capped = plan.epochs == EPOCHS_CAP * 4 and plan.resize_from is None
+    if plan.epochs >= 2 and not capped:  # within 10% of the budget: resizing fills it
+        assert plan.predicted_s >= 0.9 * budget, plan.table(budget)
+
+
+def test_a_plan_trains_at_the_model_size_last_and_resizes_only_early_epochs() -> None:
+    plan = _planner().choose(300 * FILL)
+    assert plan is not None and plan.image_size == 128
+    assert plan.resize_from is None or 32 <= plan.resize_from < 128
+
+
+def test_when_no_fine_tuning_epoch_fits_the_head_epochs_alone_are_planned() -> None:
+    planner = _planner()
+    head_only = planner.plan(0)
+    plan = planner.choose(head_only.predicted_s + 1)
+    assert plan is not None and plan.epochs == 0 and plan.head_epochs == 5
+    assert planner.choose(head_only.predicted_s - 1) is None
+    assert planner.smallest() == head_only
+
+
+# ---------------------------------------------------------------- real runs
+
+TINY = {"model.name": "convnet1", "model.weights": "none", "model.image_size": 64}
+
+
+def test_cli_refuses_an_unparsable_duration_in_one_line(
+    class_folders, tmp_path: Path, restore_transferlab_logging: None
+) -> None:
+    data = class_folders(per_class=2)
+    code, _, err = invoke("train", data, "--out", tmp_path / "run", "--time-budget", "soon")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "'soon' is not a duration" in err
+    assert "90s" in err and "15m" in err and "1h30m" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_a_budget_too_small_naming_the_smallest_that_works(
+    class_folders, tmp_path: Path, restore_transferlab_logging: None
+) -> None:
+    data = class_folders(per_class=3)
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    code, _, err = invoke("train", data, "--out", tmp_path / "run", "--time-budget", "1s", *sets)
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert re.search(r"--time-budget 1s is too small .* give at least --time-budget \d+s", line)
+    assert "Traceback" not in err and "unexpected" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_probe_leaves_the_model_and_the_rng_streams_as_they_were(class_folders) -> None:
+    data = class_folders(per_class=4)
+    cfg = resolve_config(from_dict({}, {"data.path": str(data), **TINY}))
+    setup = setup_run(cfg)
+    model = setup.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    augment = resolve_augment(cfg.augment, "light")
+    speeds = probe_speeds(
+        model, setup.sets["train"], setup.sets["val"], setup.prep, cfg, augment, torch.device("cpu")
+    )
+    assert speeds.forward > 0 and speeds.head > 0 and speeds.save > 0 and speeds.figure > 0
+    assert [s for s, _ in speeds.train] == [64, 32] and all(t > 0 for _, t in speeds.train)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics too
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+class _SlowerMachine(Callback):
+    """Every step 2.5 s slower than the probe saw: the plan runs late (by more than the
+    whole budget), so only BudgetStop can keep the run inside its budget."""
+
+    def on_batch_end(self, loss: float) -> None:
+        time.sleep(2.5)
+
+
+def test_a_tiny_budget_stops_in_time_with_a_complete_run_folder(
+    class_folders, tmp_path: Path
+) -> None:
+    data = class_folders(per_class=6)
+    out = tmp_path / "run"
+    started = time.monotonic()
+    run = tl.train(
+        data,
+        out,
+        strategy="full",
+        time_budget="40s",
+        progress=False,
+        callbacks=[_SlowerMachine()],
+        batch_size=4,
+        **TINY,
+    )
+    wall = time.monotonic() - started
+    tb = run.metrics["time_budget"]
+    assert tb["budget_s"] == 40 and tb["predicted_s"] <= 40
+    assert tb["ended_by_budget"] is True
+    # in time: the budget plus 10% and a few seconds of slack for a busy 2-core machine
+    assert tb["actual_s"] <= 40 * 1.1 + 5 and wall <= 40 * 1.1 + 8
+    for name in ("metrics.json", "history.csv", "report.html", "budget.json", "split.csv"):
+        assert (out / name).is_file(), name
+    assert (out / "model").is_dir() and (out / "checkpoints" / "best.pt").is_file()
+    epochs_run = run.metrics["training"]["epochs"]
+    assert epochs_run < tb["plan"]["epochs"]  # stopped before the plan's end
+    assert len(run.history) == epochs_run
+    on_disk = json.loads((out / "metrics.json").read_text())["time_budget"]
+    assert on_disk == tb  # rewritten once the report was written, with its time in it
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "Time budget" in report and "The budget ended training in epoch" in report
+
+
+# ---------------------------------------------------------------- without a budget
+
+
+def test_train_prints_its_estimated_duration_and_the_bar_the_run_s_time_left(
+    class_folders, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    data = class_folders(per_class=4)
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        tl.train(
+            data,
+            tmp_path / "run",
+            strategy="two-stage",
+            head_epochs=1,
+            epochs=2,
+            batch_size=4,
+            **TINY,
+        )
+    lines = [r.getMessage() for r in caplog.records if "for the whole run" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(r"about \d+ (s|min) for the whole run \(from its first \d+ \w+\)", lines[0])
+    bars = capsys.readouterr().err
+    assert re.search(r"run_left=(\d+s|\d+m\d\ds)", bars), bars[-500:]
+
+
+def test_the_run_clock_knows_the_time_left_once_each_kind_of_step_is_timed() -> None:
+    head = Phase("head", 2, "head", 1e-3, 0.0, False, "frozen")
+    full = Phase("finetune", 3, "all", 1e-3, 1e-4, True, image_sizes=(32, 48, 64))
+    clock = RunClock(log_estimate=False)
+    clock.on_fit_start([head, full])
+    clock.on_epoch_start(head, 1, 4)
+    for _ in range(4):
+        clock.on_batch_end(1.0)
+    assert clock.remaining() is None  # no full step timed yet: unknown, not a guess
+    clock.on_epoch_end(EpochRecord(1, "head", 1.0, 1.0, 0.5, 0.5, 1e-3, 0.01))
+    clock.on_epoch_start(head, 2, 4)
+    clock.on_epoch_end(EpochRecord(2, "head", 1.0, 1.0, 0.5, 0.5, 1e-3, 0.01))
+    clock.on_epoch_start(full, 3, 4)
+    for _ in range(3):
+        time.sleep(0.01)
+        clock.on_batch_end(1.0)
+    left = clock.remaining()
+    assert left is not None and left > 0
+    # the 48 and 64 px epochs to come cost (48/32)^2 + (64/32)^2 = 6.25 times the 32 px one
+    per_step = clock.step_s[True] * (32 / 64) ** 2
+    assert left == pytest.approx(per_step * (1 + 4 * 6.25), rel=1e-6)

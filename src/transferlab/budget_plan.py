@@ -10,9 +10,9 @@ knob, progressive resizing (``train.resize_from``: the first epochs at a lower r
 the last at the model's, on a schedule planned for that many epochs):
 
 1. the recipe's epochs (``train.epochs``) fit at full size: add epochs at full size, then
-   one more epoch with the lowest ``resize_from`` that still fits (up to 3x the recipe);
-2. they do not fit: the highest ``resize_from`` (down to half the size) that fits, with
-   fewer epochs if needed;
+   one more epoch with the highest ``resize_from`` that fits (up to 5x the recipe);
+2. they do not fit: the highest ``resize_from`` (down to a quarter of the size) that
+   fits, with fewer epochs if needed;
 3. not even one epoch fits: the head epochs alone (two-stage, features cached);
 4. not even those: a ConfigError naming the smallest budget that would work.
 
@@ -45,7 +45,7 @@ from transferlab.errors import ConfigError
 from transferlab.files import replace_when_done
 from transferlab.finetune import plan_phases
 from transferlab.setup import RunSetup
-from transferlab.speed_probe import Speeds, low_size, probe_speeds
+from transferlab.speed_probe import Speeds, probe_speeds
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ BUDGET_FILE = "budget.json"
 # The plan aims a little under the budget: what it cannot see (epoch set-up, Python, a
 # busier machine) lands in the rest, and BudgetStop guards the end.
 FILL = 0.95
-EPOCHS_CAP = 3  # at most this many times the recipe's fine-tuning epochs
+EPOCHS_CAP = 5  # at most this many times the recipe's fine-tuning epochs
 # The run report: about this many figures, and Grad-CAM heat maps (a forward and backward
 # pass each) of this many top-loss images (report.run_report's defaults), plus the rest
 # (HTML, thumbnails, predictions and metrics files).
@@ -61,6 +61,13 @@ REPORT_FIGURES = 12
 REPORT_HEAT_MAPS = 12
 REPORT_REST_S = 1.0
 RESIZE_STEP = 8  # resize_from is planned in steps of 8 px (resize_schedule rounds to 8)
+
+
+def lowest_size(size: int) -> int:
+    """The lowest ``resize_from`` planned: a quarter of the model's size, at least 32 px
+    (fastai's progressive resizing starts at a quarter too; below 32 px the deepest
+    feature maps of an ImageNet backbone vanish)."""
+    return min(size, max(32, size // 4 // RESIZE_STEP * RESIZE_STEP))
 
 
 @dataclass(frozen=True)
@@ -180,10 +187,14 @@ class _Planner:
         if not self.trains_backbone:
             return ()
         top = (self.size - 1) // RESIZE_STEP * RESIZE_STEP
-        return range(top, low_size(self.size) - 1, -RESIZE_STEP)
+        return range(top, lowest_size(self.size) - 1, -RESIZE_STEP)
 
     def fill(self, epochs: int, target: float) -> Plan | None:
-        """``epochs`` with the highest ``resize_from`` that fits ``target``, if any."""
+        """``epochs`` with the highest ``resize_from`` that fits ``target``, if any (one
+        epoch trains at the model's size: there is nothing to resize)."""
+        if epochs < 2:
+            plan = self.plan(epochs)
+            return plan if plan.predicted_s <= target else None
         for r in self.resize_options():
             plan = self.plan(epochs, r)
             if plan.predicted_s <= target:
@@ -207,11 +218,10 @@ class _Planner:
         return None
 
     def smallest(self) -> Plan:
-        """The cheapest plan there is: the head epochs alone, or one epoch at half size."""
+        """The cheapest plan there is: the head epochs alone, or one epoch."""
         if self.cfg.train.strategy == "two-stage" and self.cfg.train.head_epochs > 0:
             return self.plan(0)
-        resize = list(self.resize_options())
-        return self.plan(1, resize[-1] if resize else None)
+        return self.plan(1)
 
 
 class BudgetStop(Callback):
@@ -315,7 +325,7 @@ def _too_small(budget: float, smallest: Plan, cfg: RunConfig, n: Counts, device:
     what = (
         f"the {smallest.head_epochs} head epochs on cached features"
         if smallest.epochs == 0
-        else "one epoch at half the image size"
+        else "one epoch"
     )
     need = math.ceil(smallest.predicted_s / FILL / 5) * 5  # a round number above it
     raise ConfigError(
