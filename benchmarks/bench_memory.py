@@ -161,12 +161,10 @@ def _probe(cfg: Any, out: Path) -> dict[str, Any]:
 
 def _child(args: argparse.Namespace) -> None:
     if args.config == "before":
-        store.load_images = _old_load_images  # type: ignore[assignment]  # the old way
+        store.load_images = _old_load_images  # the old way, for this process
     cfg = _config(args.data, args.image_size, args.budget)
-    if args.what == "data":
-        result = _data_epochs(cfg, args.epochs)
-    else:
-        result = _probe(cfg, Path(args.out))
+    data_only = args.what == "data"
+    result = _data_epochs(cfg, args.epochs) if data_only else _probe(cfg, Path(args.out))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
     print("RESULT " + json.dumps(result), flush=True)
