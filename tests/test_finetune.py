@@ -96,6 +96,30 @@ def test_two_stage_plans_a_frozen_cached_head_then_an_unfreeze() -> None:
     assert finetune.backbone_lr == pytest.approx(1e-4)
 
 
+def test_default_unfreeze_keeps_backbone_batchnorm_in_inference_mode() -> None:
+    """The unfreeze shock (issue 12): BatchNorm re-estimating its statistics on the new
+    data at the unfreeze undid the head's epochs; the default keeps it in inference mode."""
+    cfg = from_dict({}, {"data.path": "x"})
+    _, finetune = plan_phases(cfg.train, augment=True)
+    model, _ = create_model("tf_efficientnet_lite0", 3, "none")
+    apply_phase(model, finetune)
+    set_train_mode(model, finetune)
+    head = set(model.get_classifier().modules())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m not in head]
+    assert norms and not any(m.training for m in norms)
+    assert not any(p.requires_grad for m in norms for p in m.parameters())
+    assert any(p.requires_grad for n, p in model.named_parameters() if "conv" in n)
+
+
+@pytest.mark.parametrize(("given", "expected"), [({}, "train"), ({"train.bn": "frozen"}, "frozen")])
+def test_scratch_trains_batchnorm_unless_told_otherwise(
+    given: dict[str, str], expected: str
+) -> None:
+    cfg = from_dict({}, {"data.path": "x", "train.strategy": "scratch", **given})
+    (phase,) = plan_phases(cfg.train, augment=True)
+    assert phase.bn == cfg.train.bn == expected
+
+
 def test_bn_layers_of_frozen_parts_stay_in_eval_mode() -> None:
     model, _ = create_model("tf_efficientnet_lite0", 3, "none")
     phase = Phase("head", 1, "head", 1e-3, 0.0, augment=True, bn="train")

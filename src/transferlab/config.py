@@ -115,7 +115,11 @@ class TrainConfig:
     lr: float = 1e-3  # learning rate of the head; the backbone gets lr * backbone_lr_mult
     head_lr: float = 3e-3  # learning rate of the head during the head-only epochs; was warmup_lr
     backbone_lr_mult: float = 0.3
-    bn: BnMode = "train"  # frozen: BatchNorm of trainable layers kept in inference mode
+    # frozen: BatchNorm of trainable layers kept in inference mode (ImageNet statistics and
+    # affine). The default since issue 12: re-estimating the statistics on the new data at
+    # the unfreeze undid the head's epochs ("unfreeze shock", benchmarks/README.md).
+    # strategy scratch defaults to train (random BatchNorm must learn), see from_dict.
+    bn: BnMode = "frozen"
     weight_decay: float = 0.02
     # Layer-wise LR decay (timm's layer_decay): each layer group below the top gets this
     # factor more; None: off. Applies to phases that train the backbone.
@@ -521,6 +525,8 @@ def from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
     pairs = _renamed_first(_dotted(raw)) + _renamed_first(list((overrides or {}).items()))
     for dotted, value in pairs:
         _put(values, str(dotted), value)
+    if values["train"].get("strategy") == "scratch":
+        values["train"].setdefault("bn", "train")  # random BatchNorm has nothing to keep
     cfg = RunConfig(**{name: cls(**values[name]) for name, cls in _SECTIONS.items()})
     if "model.hidden_units" in (overrides or {}) and cfg.model.head != "mlp":
         raise BadValue(
