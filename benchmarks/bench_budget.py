@@ -39,6 +39,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -186,7 +187,7 @@ class PlainRun:
         step, val_batch = self.probe()
         val, test = val_batch * len(self.val_dl), val_batch * len(self.test_dl)
         per_epoch = len(self.train_dl)
-        epochs = math.floor((left - test) / (step * per_epoch + val))
+        epochs = max(0, math.floor((left - test) / (step * per_epoch + val)))
         steps = epochs * per_epoch if epochs else max(1, math.floor((left - test - val) / step))
         return steps, {"step": step, "val": val, "epoch": step * per_epoch + val, "test": test}
 
@@ -265,8 +266,12 @@ def run_ours(data: Path, split_csv: Path, budget: str, out: Path) -> dict[str, A
         "--split-file", str(split_csv), "--time-budget", budget,
     ]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
+    sys.stderr.write(done.stderr)
+    if done.returncode == 2:  # refused with one line, e.g. a budget too small to plan
+        return {"refused": done.stderr.strip().splitlines()[-1], "seconds": seconds}
+    done.check_returncode()
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     if metrics.get("split") != "test":
         raise SystemExit(f"{out}: scored on {metrics.get('split')}, not on the test part")
@@ -318,6 +323,9 @@ def print_tables(results: dict[str, dict[str, Any]], baseline: Path) -> None:
     )
     for budget, sides in results.items():
         for name, r in sides.items():
+            if "refused" in r:
+                print(f"{budget:8}{name:7} refused after {r['seconds']:.0f} s: {r['refused']}")
+                continue
             ci = r["macro_f1_ci95"]
             ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
             print(
@@ -325,17 +333,19 @@ def print_tables(results: dict[str, dict[str, Any]], baseline: Path) -> None:
                 f"{r['seconds'] / 60:>8.1f}m{r['epochs']!s:>8}{r['paper']['beaten']:>8}"
             )
     paper = load_baseline(baseline)
-    first = next(r for sides in results.values() for r in sides.values())
-    classes = list(first["per_class_f1"])
+    scored = [
+        (b, n, r) for b, sides in results.items() for n, r in sides.items() if "refused" not in r
+    ]
+    if not scored:
+        return
+    classes = list(scored[0][2]["per_class_f1"])
     matched, _ = match_classes(paper.f1, classes)
     print("\nper-class F1: " + ", ".join(classes))
     print(f"{'paper':16}" + " ".join(f"{matched[c] or 0:.3f}" for c in classes))
-    for budget, sides in results.items():
-        for name, r in sides.items():
-            print(
-                f"{budget + ' ' + name:16}"
-                + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
-            )
+    for budget, name, r in scored:
+        print(
+            f"{budget + ' ' + name:16}" + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
+        )
 
 
 def main() -> None:
@@ -380,7 +390,10 @@ def main() -> None:
             sides["plain"] = run_plain(split, seconds, plain)
         for r in sides.values():
             r.setdefault("ran_at", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-            r["paper"] = against_paper(r, args.baseline)
+            # the machine is shared: its load over the last 15 minutes, beside the numbers
+            r.setdefault("load_15min", round(os.getloadavg()[2], 1))
+            if "refused" not in r:
+                r["paper"] = against_paper(r, args.baseline)
         args.out.write_text(
             json.dumps(
                 {
