@@ -14,7 +14,15 @@ import torch
 import transferlab as tl
 from helpers import invoke
 from transferlab.budget import parse_duration
-from transferlab.budget_plan import EPOCHS_CAP, FILL, Counts, _Planner
+from transferlab.budget_plan import (
+    EPOCHS_CAP,
+    FILL,
+    Budget,
+    BudgetStop,
+    Counts,
+    _Planner,
+    resumed_budget,
+)
 from transferlab.config import from_dict
 from transferlab.data.augment import resolve_augment
 from transferlab.engine import Callback, EpochRecord
@@ -219,3 +227,25 @@ def test_the_run_clock_knows_the_time_left_once_each_kind_of_step_is_timed() -> 
     # the 48 and 64 px epochs to come cost (48/32)^2 + (64/32)^2 = 6.25 times the 32 px one
     per_step = clock.step_s[True] * (32 / 64) ** 2
     assert left == pytest.approx(per_step * (1 + 4 * 6.25), rel=1e-6)
+
+
+def test_a_resumed_budgeted_run_keeps_its_plan_and_gets_the_rest_of_its_budget(
+    tmp_path: Path,
+) -> None:
+    """budget.json (written when the run started) holds the plan and the time spent before
+    training; history.csv the epochs' seconds: the resumed run ends by the same deadline."""
+    cfg = from_dict({}, {"data.path": "photos", "train.time_budget": 600})
+    plan = _planner().plan(7, 64)
+    stop = BudgetStop(time.monotonic() + 600, reserve_s=12.0)
+    Budget(600, time.monotonic() - 30, plan, stop, SPEEDS.to_dict()).write(tmp_path)
+    rows = ["epoch,phase,seconds", "1,head,10.0", "2,finetune,100.0"]
+    (tmp_path / "history.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    resumed, budget = resumed_budget(cfg, tmp_path)
+    assert budget is not None
+    assert (resumed.train.epochs, resumed.train.resize_from) == (7, 64)
+    assert resumed.train.head_epochs == plan.head_epochs
+    left = budget.stop.deadline - time.monotonic()
+    assert 600 - 30 - 110 - 5 < left <= 600 - 30 - 110 + 0.5  # 30 s set-up, 110 s epochs
+    assert budget.stop.reserve_s == 12.0 and budget.plan.to_dict() == plan.to_dict()
+    (tmp_path / "budget.json").unlink()
+    assert resumed_budget(cfg, tmp_path) == (cfg, None)  # a run without a budget
