@@ -252,7 +252,7 @@ def load_images(
         mapped = None
     else:
         logger.info(
-            "images exceed memory_cache_mb=%d; decoding them to a disk store", memory_budget_mb
+            "images exceed memory_cache_mb=%d; keeping them in a disk store", memory_budget_mb
         )
         store = _onto_disk(paths, prep, side, num_workers)
         pixels, mapped, skipped = None, store.pixels, store.skipped
