@@ -175,3 +175,23 @@ def test_a_launcher_that_disagrees_with_devices(
     code, _, stderr = invoke("train", splits, "--out", tmp_path / "r", *SCRATCH, "--devices", "2")
     assert code == 2
     assert "WORLD_SIZE=3" in stderr and "--devices is 2" in stderr
+
+
+@pytest.mark.slow
+def test_torchrun_processes_join_as_one_run(splits: Path, tmp_path: Path) -> None:
+    """Under a launcher every process runs the command and joins (no workers started);
+    the others print nothing and write nothing."""
+    out = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [
+            *(str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "transferlab"),
+            *("train", str(splits), "--out", str(out), *SCRATCH, "--devices", "2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("run saved to") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["processes"] == 2 and metrics["num_images"] == 7

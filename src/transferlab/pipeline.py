@@ -265,16 +265,15 @@ def _fit_and_finish(
     metrics, raw = evaluate_images(model, sets[eval_split], class_names, prep, device, runtime)
     calibration = _calibrate(model, sets, eval_split, raw, prep, runtime)
     runtime.close()  # the last step every process takes together
-    if not runtime.is_main:  # only the main process writes
-        return RunResult(out, metrics)
     # the probabilities the bundle will give (predict, evaluate and serve apply T too)
     probs = apply_temperature(raw, calibration["temperature"])
-    replace_when_done(
-        out / "predictions.csv",
-        lambda tmp: write_predictions(
-            tmp, sets[eval_split], probs, class_names, data_root(cfg), plan.display_names
-        ),
-    )
+    if runtime.is_main:
+        replace_when_done(
+            out / "predictions.csv",
+            lambda tmp: write_predictions(
+                tmp, sets[eval_split], probs, class_names, data_root(cfg), plan.display_names
+            ),
+        )
     total, _ = count_parameters(model)
     summary = {
         "weights_source": setup.source,
@@ -302,6 +301,8 @@ def _fit_and_finish(
             "display_names": plan.display_names,
         }
     )
+    if not runtime.is_main:  # only the main process writes
+        return RunResult(out, metrics)
     save_bundle(
         out / "model",
         model,

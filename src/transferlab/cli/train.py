@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -243,6 +244,7 @@ def train(
     debug: Debug = False,
 ) -> None:
     """Fine-tune a classifier on DATA and write a run folder: model, metrics, history, split."""
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under a launcher rank 0 reports
     setup_logging(quiet, debug)
     with guard(debug):
         from transferlab import api
