@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -25,7 +26,7 @@ from transferlab.budget_plan import (
 )
 from transferlab.config import from_dict
 from transferlab.data.augment import resolve_augment
-from transferlab.engine import Callback, EpochRecord
+from transferlab.engine import Callback, EpochRecord, steps_in
 from transferlab.errors import ConfigError
 from transferlab.finetune import Phase
 from transferlab.progress import RunClock
@@ -174,8 +175,12 @@ def test_a_tiny_budget_stops_in_time_with_a_complete_run_folder(
         assert (out / name).is_file(), name
     assert (out / "model").is_dir() and (out / "checkpoints" / "best.pt").is_file()
     epochs_run = run.metrics["training"]["epochs"]
-    assert epochs_run < tb["plan"]["epochs"]  # stopped before the plan's end
-    assert len(run.history) == epochs_run
+    assert len(run.history) == epochs_run and epochs_run <= tb["plan"]["epochs"]
+    # stopped before the plan's end: fewer steps in batches.csv than the plan's
+    with (out / "batches.csv").open(newline="") as fh:
+        steps_run = sum(1 for _ in csv.DictReader(fh))
+    per_epoch = steps_in(run.metrics["training"]["images"]["train"], 4)
+    assert steps_run < tb["plan"]["epochs"] * per_epoch
     on_disk = json.loads((out / "metrics.json").read_text())["time_budget"]
     assert on_disk == tb  # rewritten once the report was written, with its time in it
     report = (out / "report.html").read_text(encoding="utf-8")

@@ -147,6 +147,8 @@ def predict(
                 else speeds.forward * 1.2  # frozen backbone, augmented: forward + head
             )
             parts["fine-tuning"] += n.train * step
+        if phase.train_backbone:  # each size new to the model costs a slower first step
+            parts["fine-tuning"] += len({*phase.image_sizes, size}) * speeds.new_size
         passes = 2 if train.ema_decay is not None and phase.train_backbone else 1
         parts["validation + checkpoints"] += phase.epochs * (passes * val + 2 * speeds.save)
     return {**parts, **finish_parts(n, speeds, size)}
@@ -297,6 +299,11 @@ def plan_budget(
     Raises ConfigError, before anything is written, when the budget cannot hold even the
     cheapest plan."""
     budget = float(cfg.train.time_budget or 0)
+    if cfg.train.compile:  # the probe times the model as it is; compiling happens in fit
+        logger.warning(
+            "--time-budget with --compile: the plan does not include the compilation time "
+            "(the budget still stops the run in time)"
+        )
     sets, size = setup.sets, setup.prep.input_size
     speeds = probe_speeds(setup.model, sets["train"], sets["val"], setup.prep, cfg, augment, device)
     n = Counts(len(sets["train"]), len(sets["val"]), len(sets["test"]), cfg.train.batch_size)

@@ -50,6 +50,7 @@ class Speeds:
     save: float  # one checkpoint write
     figure: float  # one report figure drawn to PNG (the report's libraries imported first)
     probe_s: float  # how long the probe took
+    new_size: float = 0.0  # a training step's extra time at an image size new to the model
 
     def train_image(self, size: int) -> float:
         """One training step per image at ``size``: ``a + b * size**2`` through the two
@@ -73,6 +74,7 @@ class Speeds:
             "checkpoint_s": round(self.save, 4),
             "figure_s": round(self.figure, 4),
             "probe_s": round(self.probe_s, 2),
+            "new_size_s": round(self.new_size, 3),
         }
 
 
@@ -97,12 +99,16 @@ def probe_speeds(
         trainer = Trainer(model, train, val, prep, cfg.train, augment, device)
         full = _backbone_phase(cfg, augment.enabled, prep.input_size)
         sizes = sorted({prep.input_size, low_size(prep.input_size)}, reverse=True)
-        train_s = tuple((s, _train_step(trainer, full, s, device)) for s in sizes) if full else ()
+        timed = [(s, _train_step(trainer, full, s, device)) for s in sizes] if full else []
+        train_s = tuple((s, per_image) for s, (per_image, _) in timed)
+        # the size timed second was new to the model, as each resized epoch's size is
+        new_size = timed[-1][1][1] if len(timed) > 1 else 0.0
         feats, forward = _forward(model, train, prep, cfg, device)
         head = _head_step(trainer, cfg, feats, device)
         save = _save(model)
     figure = _figure()
-    speeds = Speeds(train_s, forward, head, save, figure, time.perf_counter() - started)
+    probe_s = time.perf_counter() - started
+    speeds = Speeds(train_s, forward, head, save, figure, probe_s, new_size)
     logger.debug("probe: %s", speeds.to_dict())
     return speeds
 
@@ -122,19 +128,31 @@ def _sync(device: torch.device) -> None:
 def _timed(step: Callable[[], int], device: torch.device) -> float:
     """Seconds per image of ``step`` (which returns how many images it did): one untimed
     call, then timed calls until TIMED_SECONDS or MAX_TIMED calls."""
-    step()
+    return _timed_first(step, device)[0]
+
+
+def _timed_first(step: Callable[[], int], device: torch.device) -> tuple[float, float]:
+    """:func:`_timed`, and how much longer than the others the first call took (a new
+    input shape: memory, kernel choice)."""
+    t_first = time.perf_counter()
+    first_images = step()
     _sync(device)
+    first = time.perf_counter() - t_first
     images, t0 = 0, time.perf_counter()
     for _ in range(MAX_TIMED):
         images += step()
         _sync(device)
         if time.perf_counter() - t0 >= TIMED_SECONDS:
             break
-    return (time.perf_counter() - t0) / max(1, images)
+    per_image = (time.perf_counter() - t0) / max(1, images)
+    return per_image, max(0.0, first - per_image * first_images)
 
 
-def _train_step(trainer: Trainer, phase: Phase, size: int, device: torch.device) -> float:
-    """A full training step per image at ``size``, through the run's own Stepper."""
+def _train_step(
+    trainer: Trainer, phase: Phase, size: int, device: torch.device
+) -> tuple[float, float]:
+    """A full training step per image at ``size``, through the run's own Stepper, and the
+    first step's extra time at that size."""
     opt, sched = trainer.optimizer(phase)
     trainer.start_ema(phase)
     stepper = trainer.stepper(phase, opt, sched)
@@ -147,7 +165,7 @@ def _train_step(trainer: Trainer, phase: Phase, size: int, device: torch.device)
         stepper.step(trainer.model, x, y)
         return len(x)
 
-    return _timed(step, device)
+    return _timed_first(step, device)
 
 
 def _forward(
