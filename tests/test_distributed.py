@@ -124,29 +124,45 @@ def _epochs_done(run: Path) -> int:
     return len(_history(run)) if path.exists() else 0
 
 
+def _worker_of(pid: int) -> int:
+    """The spawned worker process (rank 1) among ``pid``'s children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            return int(child)
+    raise AssertionError(f"no worker among {children}")
+
+
 @pytest.mark.slow
-def test_killed_two_process_run_resumes_on_one_process(splits: Path, tmp_path: Path) -> None:
-    """kill -9 of the whole 2-process run after an epoch; the checkpoint continues on 1
-    process (with the warning that only the same count is bit-identical)."""
+def test_a_killed_rank_stops_the_run_and_it_resumes_on_one_process(
+    splits: Path, tmp_path: Path
+) -> None:
+    """kill -9 of rank 1 after an epoch: rank 0 stops at once (one line naming the process
+    and the resume command, exit 2), and the last checkpoint continues on 1 process (with
+    the warning that only the same count is bit-identical)."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "transferlab", "train", str(splits), "--out", str(out)]
-    args = [*SCRATCH, "--epochs", "40", "--devices", "2", "--quiet"]
-    proc = subprocess.Popen([*cmd, *args], start_new_session=True, stderr=subprocess.PIPE)
+    args = [*SCRATCH, "--epochs", "8", "--devices", "2", "--quiet"]
+    proc = subprocess.Popen([*cmd, *args], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _epochs_done(out) < 1:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "too slow to reach the first checkpoint"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # rank 0 and its worker
-    proc.wait()
-    done = _epochs_done(out)
-    assert not (out / "metrics.json").exists() and done < 40
+    os.kill(_worker_of(proc.pid), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "process 1" in errors[0] and "--resume" in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert not (out / "metrics.json").exists() and _epochs_done(out) < 8
 
     from transferlab.pipeline import resume_run
 
     result = resume_run(out, devices="1")
     assert result.metrics["training"]["processes"] == 1
-    assert [int(r["epoch"]) for r in _history(out)] == list(range(1, 41))
+    assert [int(r["epoch"]) for r in _history(out)] == list(range(1, 9))
 
 
 @pytest.mark.parametrize(

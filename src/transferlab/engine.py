@@ -95,7 +95,11 @@ class StopTraining(Exception):
 
 
 class Callback:
-    """Observes training. Every hook is a no-op unless overridden."""
+    """Observes training. Every hook is a no-op unless overridden.
+
+    ``on_epoch_start``'s ``steps`` is the number of batches of this process's epoch, each
+    followed by one ``on_batch_end`` (with ``grad_accum`` K, K batches per optimizer step).
+    """
 
     def on_fit_start(self, phases: Sequence[Phase]) -> None: ...
     def on_epoch_start(self, phase: Phase, epoch: int, steps: int) -> None: ...
@@ -745,7 +749,7 @@ def _epoch(
     trainer.epoch += 1
     size = phase.image_size(in_phase, trainer.prep.input_size)
     trainer.train_prep = replace(trainer.prep, input_size=size)
-    trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.steps_per_epoch(phase))
+    trainer.emit("on_epoch_start", phase, trainer.epoch, trainer.batches_per_epoch(phase))
     t0 = time.perf_counter()
     lr = max(g["lr"] for g in stepper.opt.param_groups)
     train_loss, logits = trainer.run_epoch(phase, stepper)
