@@ -4,10 +4,15 @@ shared by the runs), on tiny experiments of real photos and tiny real models."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,10 +20,17 @@ import pytest
 import yaml
 
 from helpers import invoke
-from transferlab.compare import BudgetSplit, load_experiment, run_experiment
+from transferlab.compare import (
+    BudgetSplit,
+    load_experiment,
+    plan_runs,
+    run_experiment,
+    why_not_resume,
+)
 from transferlab.engine import Callback
 from transferlab.errors import ConfigError, RunsFailed
 from transferlab.parallel import cpu_count
+from transferlab.setup import resolve_config
 
 BASE = (
     "base:\n"
@@ -40,6 +52,11 @@ def _rows(out: Path) -> dict[str, dict[str, str]]:
 
 def _config(run_dir: Path) -> dict[str, object]:
     return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
+
+
+def _history(run_dir: Path) -> list[float]:
+    with (run_dir / "history.csv").open(newline="", encoding="utf-8") as fh:
+        return [float(r[k]) for r in csv.DictReader(fh) for k in ("train_loss", "val_loss")]
 
 
 # ---------------------------------------------------------------- the budget split, by hand
@@ -149,6 +166,27 @@ def test_a_spent_budget_fails_the_runs_it_cannot_start(
     assert _rows(out)["b"]["status"] == "failed"
 
 
+def test_a_run_started_before_the_shared_split_resumes_on_it(
+    tmp_path: Path, class_folders: Callable[..., Path]
+) -> None:
+    # The first run of a parallel compare starts with no data.split_file and makes the
+    # shared split: re-launched, it is planned with that split and must still resume.
+    exp = load_experiment(_experiment(tmp_path, class_folders(per_class=2), "  - {name: a}\n"))
+    (run,) = plan_runs(exp)
+    run_dir = tmp_path / "out" / "a"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"a checkpoint")
+    resolve_config(run.config).to_yaml(run_dir / "config.yaml")  # as a run saves it
+    (run_dir / "split.csv").write_text("path,label,split\nx.jpg,a,train\n", encoding="utf-8")
+    shared = tmp_path / "out" / "split.csv"
+    shutil.copyfile(run_dir / "split.csv", shared)
+    data = dataclasses.replace(run.config.data, split_file=str(shared))
+    planned = dataclasses.replace(run.config, data=data)
+    assert why_not_resume(planned, run_dir) is None
+    shared.write_text("path,label,split\ny.jpg,a,train\n", encoding="utf-8")  # another split
+    assert "data.split_file is None there" in str(why_not_resume(planned, run_dir))
+
+
 # ---------------------------------------------------------------- real runs in parallel
 
 
@@ -181,29 +219,33 @@ SCORES = ("accuracy", "macro_f1", "f1_altar", "f1_apse", "f1_dome(inner)")
 def test_parallel_compare_matches_a_serial_one(
     tmp_path: Path, class_folders: Callable[..., Path], restore_transferlab_logging: None
 ) -> None:
-    # Two seeds of two cells: in a serial compare the first run's split is every run's
-    # (the seeds differ), so the parallel one starts the others once that split exists.
-    data = class_folders(per_class=4)
-    runs = "  - {name: a}\n  - {name: b, train.lr: 3.0e-4}\nrepeats: 2\n"
-    exp = _experiment(tmp_path, data, runs)
+    # Two seeds: in a serial compare the first run's split is every run's (the seeds
+    # differ), so the parallel one starts the second run once that split is written.
+    exp = _experiment(tmp_path, class_folders(per_class=4), "  - {name: a}\nrepeats: 2\n")
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     code, _, err = invoke("compare", exp, "--out", serial, "-q")
     assert code == 0, err
     code, _, err = invoke("compare", exp, "--out", parallel, "--parallel", "2", "-q")
     assert code == 0, err
-    assert "4 trained (0 resumed), 0 already finished, 0 failed" in err
-    names = ["a", "a-seed1", "b", "b-seed1"]
-    assert (parallel / "split.csv").read_bytes() == (serial / "split.csv").read_bytes()
-    want, got = _rows(serial), _rows(parallel)
-    assert sorted(got) == sorted(want) == sorted(names)
-    for name in names:
-        # A worker trains with cores // 2 threads, the serial compare with all cores: the
-        # same numbers up to float summation order, far inside 1e-6 on these scores.
-        for key in SCORES:
-            assert float(got[name][key]) == pytest.approx(float(want[name][key]), abs=1e-6)
-        assert (parallel / name / "split.csv").read_bytes() == (serial / "split.csv").read_bytes()
+    assert "2 trained (0 resumed), 0 already finished, 0 failed" in err
+    split = (serial / "split.csv").read_bytes()
+    for name in ("a", "a-seed1"):
+        assert (parallel / name / "split.csv").read_bytes() == split
         assert (parallel / name / "report.html").is_file()
         assert (parallel / name / "inference.json").is_file()
+        want, got = (
+            json.loads((d / name / "metrics.json").read_text()) for d in (serial, parallel)
+        )
+        # A worker trains with cores // 2 threads, the serial compare with all cores: the
+        # same numbers up to float summation order, far inside 1e-6 on these scores.
+        for key in ("accuracy", "macro_f1", "weighted_f1"):
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (name, key)
+        want_h, got_h = (_history(d / name) for d in (serial, parallel))
+        assert got_h == pytest.approx(want_h, abs=1e-5)  # losses, epoch by epoch
+    want_row, got_row = _rows(serial)["a"], _rows(parallel)["a"]
+    assert got_row["seeds"] == "2"
+    for key in SCORES:
+        assert float(got_row[key]) == pytest.approx(float(want_row[key]), abs=1e-6)
 
 
 @pytest.mark.slow
@@ -252,3 +294,77 @@ def test_a_killed_worker_is_a_failed_row_and_the_others_go_on(
         run_experiment(exp, fast, Only("a", Crash), measure=False, fail_fast=True, parallel=2)
     assert not (fast / "b").exists() and not (fast / "c").exists()
     assert (fast / "a" / "failed.json").is_file()
+
+
+# ---------------------------------------------------------------- stopped from outside
+
+EPOCHS = 40
+
+
+def _history_rows(run: Path) -> list[dict[str, str]]:
+    if not (run / "history.csv").is_file():
+        return []
+    with (run / "history.csv").open(newline="", encoding="utf-8") as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def _group_alive(pgid: int) -> list[str]:
+    """The live (not zombie) processes of a process group, from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") : text.rindex(")") + 1], text.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            alive.append(name)
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_a_sigtermed_parallel_compare_stops_its_workers_and_resumes(
+    tmp_path: Path, class_folders: Callable[..., Path]
+) -> None:
+    base = BASE.replace("epochs: 1,", f"epochs: {EPOCHS},")
+    exp = _experiment(tmp_path, class_folders(per_class=4), "  - {name: a}\n  - {name: b}\n", base)
+    command = [sys.executable, "-m", "transferlab", "compare", str(exp), "--out", "out"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        [*command, "--parallel", "2", "-q"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the workers are in it too
+    )
+    runs = [tmp_path / "out" / name for name in ("a", "b")]
+    deadline = time.monotonic() + 300
+    while len(_history_rows(runs[1])) < 2:  # b starts once a has written the split
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline, "training too slow to reach the kill point"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGTERM)  # the parent alone, not its workers
+    _, first_err = first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGTERM, first_err
+    deadline = time.monotonic() + 15  # multiprocessing's helper ends when its pipe closes
+    while _group_alive(first.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(first.pid), "a worker outlived its compare"
+    done = {run.name: _history_rows(run) for run in runs}
+    assert 2 <= len(done["b"]) < EPOCHS and not (runs[1] / "metrics.json").exists()
+    a_finished = (runs[0] / "metrics.json").exists()  # a may have finished before b got far
+
+    again = subprocess.run(
+        [*command, "--parallel", "2"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    resumed = "1 trained (1 resumed), 1" if a_finished else "2 trained (2 resumed), 0"
+    assert f"{resumed} already finished" in again.stderr
+    assert "resuming b from its last checkpoint" in again.stderr
+    for run in runs:
+        history = _history_rows(run)
+        assert [int(r["epoch"]) for r in history] == list(range(1, EPOCHS + 1))
+        assert history[: len(done[run.name])] == done[run.name]  # continued, not redone

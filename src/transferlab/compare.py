@@ -402,14 +402,31 @@ def _is_finished(run_dir: Path) -> bool:
 
 def why_not_resume(planned: RunConfig, run_dir: Path) -> str | None:
     """None if the interrupted run in ``run_dir`` can continue from its last checkpoint
-    under the planned configuration (every key must match); otherwise why not."""
+    under the planned configuration (every key must match); otherwise why not.
+
+    ``data.split_file`` may differ where the run's own ``split.csv`` (which a resumed run
+    trains on) is the planned split: the first run of a parallel compare starts before
+    the shared split exists, and makes it."""
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         return "it has no checkpoint"
     try:
         stored = from_dict(load_yaml(run_dir / "config.yaml")).to_dict()
     except TransferlabError as exc:
         return f"its config.yaml cannot be used: {exc}"
-    return config_mismatch(planned, list(_flat(planned.to_dict())), stored)
+    keys = list(_flat(planned.to_dict()))
+    if _same_split(planned, run_dir):
+        keys.remove("data.split_file")
+    return config_mismatch(planned, keys, stored)
+
+
+def _same_split(planned: RunConfig, run_dir: Path) -> bool:
+    split, own = planned.data.split_file, run_dir / "split.csv"
+    return (
+        split is not None
+        and Path(split).is_file()
+        and own.is_file()
+        and own.read_bytes() == Path(split).read_bytes()
+    )
 
 
 def clear_unfinished(run_dir: Path, why: str | None = None) -> None:
@@ -835,10 +852,7 @@ def _train_parallel(
     fail_fast: bool,
     budget: BudgetSplit | None,
 ) -> None:
-    """Up to one run per slot at once, each in a fresh process. Until the experiment has
-    its shared split, one run at a time: the first run's split becomes every run's, as in
-    a serial compare. With ``fail_fast``, the first failure terminates the running runs
-    (their last checkpoints stay, so a re-launch resumes them) and starts no other."""
+    """Up to one run per slot at once, each in a fresh process (see :class:`_Parallel`)."""
     runs = result.runs
     queue: list[tuple[int, PlannedRun]] = []
     for i, run in enumerate(runs, start=1):
@@ -847,93 +861,86 @@ def _train_parallel(
             result.skipped.append(run.name)
         else:
             queue.append((i, run))
-    split = _shared_split(exp, out, runs)
     with Workers(slots, "transferlab.compare:train_job") as pool:
-        while queue or pool.running:
-            while queue and pool.free and (split is not None or not pool.running):
-                i, run = queue.pop(0)
-                failure = _start(
-                    pool, (i, len(runs)), run, out, split, callbacks, budget, len(queue) + 1
-                )
-                if failure is not None:
-                    _failed(out, result, failure, run, fail_fast)
-            if not pool.running:  # every start just now failed: nothing to wait for
+        _Parallel(exp, out, result, callbacks, fail_fast, budget, pool).run(queue)
+
+
+@dataclass
+class _Parallel:
+    """Starts runs as slots free up and records how each ends. Until the experiment has
+    its shared split, one run at a time: the first run's split becomes every run's, as in
+    a serial compare. With ``fail_fast`` the first failure terminates the running runs
+    (their last checkpoints stay, so a re-launch resumes them) and starts no other."""
+
+    exp: Experiment
+    out: Path
+    result: ExperimentResult
+    callbacks: CallbackFactory | None
+    fail_fast: bool
+    budget: BudgetSplit | None
+    pool: Workers
+
+    def run(self, queue: list[tuple[int, PlannedRun]]) -> None:
+        split = _shared_split(self.exp, self.out, self.result.runs)
+        while queue or self.pool.running:
+            while queue and self.pool.free and (split is not None or not self.pool.running):
+                self._start(*queue.pop(0), split, waiting=len(queue) + 1)
+            if not self.pool.running:  # the starts just now failed: nothing to wait for
                 continue
-            for event in pool.wait():
-                run = next(r for r in runs if r.name == event.key)
-                if event.kind == "message" and event.value == SPLIT_WRITTEN and split is None:
-                    split = _copy_split(exp, out, run)
-                    continue
+            for event in self.pool.wait():
+                run = next(r for r in self.result.runs if r.name == event.key)
                 if event.kind == "message":
+                    if event.value == SPLIT_WRITTEN and split is None:
+                        split = self._share_split(run)
                     continue
-                if budget is not None:
-                    budget.finished(run.name)
-                done = _outcome(event.key, event.kind, event.value)
-                if isinstance(done, Failure):
-                    _failed(out, result, done, run, fail_fast)
-                    if fail_fast:
-                        queue.clear()
-                        pool.stop()
-                        raise RunsFailed(f"{done.run}: {done.error}", done.exit_code)
-                    continue
-                result.trained.append(run.name)
-                if done:
-                    result.resumed.append(run.name)
-                split = split or _shared_split(exp, out, runs)
+                self._ended(run, _outcome(run.name, event.kind, event.value))
+                split = split or _shared_split(self.exp, self.out, self.result.runs)
 
+    def _share_split(self, run: PlannedRun) -> Path:
+        """The split ``run`` has just written (before training) becomes every run's."""
+        shared = self.out / SHARED_SPLIT
+        _copy(self.out / run.name / "split.csv", shared)
+        return shared
 
-def _start(
-    pool: Workers,
-    step: tuple[int, int],
-    run: PlannedRun,
-    out: Path,
-    split: Path | None,
-    callbacks: CallbackFactory | None,
-    budget: BudgetSplit | None,
-    waiting: int,
-) -> Failure | None:
-    share = budget.share(run.name, waiting) if budget else None
-    if budget is not None and share is not None and share < MIN_SHARE:
-        budget.finished(run.name)
-        return _budget_spent(run.name, budget)
-    config = _with_budget(_with_feature_cache(_with_split(run.config, split), out), share)
-    pool.start(run.name, RunJob(f"[{step[0]}/{step[1]}]", run, config, out / run.name, callbacks))
-    return None
+    def _start(self, i: int, run: PlannedRun, split: Path | None, waiting: int) -> None:
+        share = self.budget.share(run.name, waiting) if self.budget else None
+        if self.budget is not None and share is not None and share < MIN_SHARE:
+            self._ended(run, _budget_spent(run.name, self.budget))
+            return
+        config = _with_budget(_with_feature_cache(_with_split(run.config, split), self.out), share)
+        step = f"[{i}/{len(self.result.runs)}]"
+        self.pool.start(run.name, RunJob(step, run, config, self.out / run.name, self.callbacks))
+
+    def _ended(self, run: PlannedRun, outcome: Failure | bool) -> None:
+        if self.budget is not None:
+            self.budget.finished(run.name)
+        if isinstance(outcome, Failure):
+            self.result.failed.append(outcome)
+            model, strategy = run.config.model.name, run.config.train.strategy
+            _record(self.out, outcome, model, strategy, self.fail_fast)
+            if self.fail_fast:
+                self.pool.stop()
+                raise RunsFailed(f"{outcome.run}: {outcome.error}", outcome.exit_code)
+            return
+        self.result.trained.append(run.name)
+        if outcome:
+            self.result.resumed.append(run.name)
 
 
 def _outcome(run: str, kind: str, value: Any) -> Failure | bool:
     """A worker's result: whether the run resumed, or why it failed."""
     if kind == "result":
         return value if isinstance(value, Failure) else bool(value)
-    how = (
-        f"was killed by signal {-value}"
-        if isinstance(value, int) and value < 0
-        else f"exited with code {value}"
-    )
+    if isinstance(value, int) and value < 0:
+        how = f"was killed by signal {-value}" + (" (out of memory?)" if value == -9 else "")
+    else:
+        how = f"exited with code {value} (its log above says why)"
     return Failure(
         run,
-        f"its worker process {how} before the run finished (out of memory?); its last "
-        "checkpoint is kept: run the same command again to resume it",
+        f"its worker process {how} before the run finished; its last checkpoint is kept: "
+        "run the same command again to resume it",
         1,
     )
-
-
-def _failed(
-    out: Path, result: ExperimentResult, failure: Failure, run: PlannedRun, fail_fast: bool
-) -> None:
-    result.failed.append(failure)
-    _record(out, failure, run.config.model.name, run.config.train.strategy, fail_fast)
-
-
-def _copy_split(exp: Experiment, out: Path, run: PlannedRun) -> Path | None:
-    """The shared split, from the run that has just written its own."""
-    made = out / run.name / "split.csv"
-    if exp.split_file is not None:
-        return exp.split_file
-    if not made.is_file():
-        return None
-    _copy(made, out / SHARED_SPLIT)
-    return out / SHARED_SPLIT
 
 
 def is_experiment_dir(path: Path) -> bool:

@@ -16,6 +16,7 @@ the job's result.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -23,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -106,11 +107,29 @@ def _prefix_formatter(key: str) -> logging.Formatter:
     return Prefixed("%(message)s")
 
 
-def _worker(target: str, key: str, slot: Slot, payload: Any, conn: Connection, level: int) -> None:
-    """The worker process: pin its device and threads, log with the job's name in front,
-    run the job, send its result."""
+@contextlib.contextmanager
+def _environment(slot: Slot) -> Iterator[None]:
+    """The slot's GPU and thread count in the environment a spawned worker starts with:
+    in place before its first import (unpickling the job imports torch, and a library may
+    query CUDA on import), unlike anything the worker could set itself."""
+    values = {"OMP_NUM_THREADS": str(slot.threads)}
     if slot.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu  # before anything initialises CUDA
+        values["CUDA_VISIBLE_DEVICES"] = slot.gpu
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def _worker(target: str, key: str, slot: Slot, payload: Any, conn: Connection, level: int) -> None:
+    """The worker process: set its threads, log with the job's name in front, run the
+    job, send its result."""
     import torch
 
     torch.set_num_threads(slot.threads)
@@ -182,7 +201,8 @@ class Workers:
             name=f"transferlab-{key}",
             daemon=True,
         )
-        process.start()
+        with _environment(slot):
+            process.start()
         child.close()  # the worker holds the other end; EOF here means it ended
         self.running[key] = _Running(process, parent, slot)
 
