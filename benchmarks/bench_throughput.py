@@ -17,7 +17,9 @@ and normalisation per batch.
   is the fraction of that speed the real images reach (issue 10 target >= 0.8 on a GPU).
 
 Steps are timed between synchronisation points (``torch.cuda.synchronize`` on a GPU);
-warm-up steps are not counted.
+warm-up steps are not counted. With ``--scaling N``: one epoch of ``transferlab train
+--devices 1`` vs ``--devices N`` (the first model and size), seconds per epoch from
+``history.csv``, and how far the two runs' metrics and predictions differ.
 
     .venv/bin/python benchmarks/bench_throughput.py --data ../shared/datasets/ahe64/train \
         --image-sizes 128,224 --out runs/bench-throughput.json
@@ -31,14 +33,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import logging
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +323,59 @@ def measure(
     }
 
 
+# ------------------------------------------------------------------ 1 -> N processes
+
+
+def scaling(s: Settings, data: Path, split_csv: Path, n: int, work: Path) -> dict[str, Any]:
+    """One full epoch with ``transferlab train --devices 1`` and ``--devices n`` (the same
+    global batch: ``--batch-size`` is split over the processes): seconds per epoch from
+    ``history.csv``, and how far the two runs' metrics and predictions differ. Not
+    bit-identical by design: each process draws its own augmentation, and the gradient
+    all-reduce sums in another order."""
+    runs: dict[str, Any] = {}
+    for devices in (1, n):
+        out = work / f"scale-{devices}"
+        cmd = [
+            sys.executable, "-m", "transferlab", "train", str(data), "--out", str(out),
+            "--split-file", str(split_csv), "--model", s.model, "--image-size", str(s.size),
+            "--strategy", "full", "--epochs", "1", "--batch-size", str(s.batch),
+            "--devices", str(devices), "--precision", s.precision, "--weights", "none",
+            "--set", f"train.device={'cpu' if s.device.type == 'cpu' else 'auto'}",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        wall = time.perf_counter() - t0
+        history = (out / "history.csv").read_text().splitlines()
+        seconds = float(history[1].split(",")[history[0].split(",").index("seconds")])
+        metrics = json.loads((out / "metrics.json").read_text())
+        runs[str(devices)] = {
+            "epoch_seconds": seconds,
+            "wall_seconds": wall,
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "evaluated_images": metrics["num_images"],
+        }
+    one, many = runs["1"], runs[str(n)]
+    runs["speedup"] = one["epoch_seconds"] / many["epoch_seconds"]
+    runs["delta_accuracy"] = abs(one["accuracy"] - many["accuracy"])
+    runs["delta_macro_f1"] = abs(one["macro_f1"] - many["macro_f1"])
+    runs["same_prediction"] = same_predictions(work / "scale-1", work / f"scale-{n}")
+    return runs
+
+
+def same_predictions(a: Path, b: Path) -> float:
+    """Share of images the two runs' ``predictions.csv`` give the same class."""
+
+    def read(run: Path) -> dict[str, str]:
+        with (run / "predictions.csv").open(newline="", encoding="utf-8") as fh:
+            return {r["path"]: r["predicted"] for r in csv.DictReader(fh)}
+
+    pa, pb = read(a), read(b)
+    if set(pa) != set(pb):
+        raise SystemExit(f"{a} and {b} evaluated different images")
+    return sum(pa[k] == pb[k] for k in pa) / max(1, len(pa))
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -351,6 +409,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps timed")
     ap.add_argument("--images", type=int, default=0, help="training photos (0: enough)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--scaling", type=int, default=0, help="N: also 1 vs N processes")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; best counts")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -370,7 +429,21 @@ def main() -> None:
                     model, size, args.batch_size, device, args.precision, args.warmup, args.steps
                 )
                 rows.append(measure(s, args.data, split, work, args.repeats))
+        scale = None
+        if args.scaling:
+            split_csv = work / "split-scaling.csv"
+            write_split_csv(split, split_csv, args.data.resolve())
+            model, size = args.models.split(",")[0], int(args.image_sizes.split(",")[0])
+            first = replace(s, model=model, size=size)
+            scale = scaling(first, args.data, split_csv, args.scaling, work)
     print_table(rows)
+    if scale:
+        print(
+            f"1 -> {args.scaling} processes: {scale['1']['epoch_seconds']:.1f} s -> "
+            f"{scale[str(args.scaling)]['epoch_seconds']:.1f} s per epoch "
+            f"({scale['speedup']:.2f}x); |d macro-F1| {scale['delta_macro_f1']:.4f}, "
+            f"same prediction for {scale['same_prediction']:.1%} of the images"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "platform": platform.platform(),
@@ -379,7 +452,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     settings = vars(args) | {"data": str(args.data), "out": str(args.out)}
-    payload = {"settings": settings, "machine": machine, "rows": rows}
+    payload = {"settings": settings, "machine": machine, "rows": rows, "scaling": scale}
     args.out.write_text(json.dumps(payload, indent=2))
 
 
