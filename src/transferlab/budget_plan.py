@@ -40,7 +40,7 @@ import torch
 from transferlab.budget import format_duration
 from transferlab.config import RunConfig, TrainConfig
 from transferlab.data.augment import AugmentSpec
-from transferlab.engine import Callback, StopTraining
+from transferlab.engine import Callback, StopTraining, steps_in
 from transferlab.errors import ConfigError
 from transferlab.files import replace_when_done
 from transferlab.finetune import plan_phases
@@ -137,7 +137,8 @@ def predict(
             if not have_features:  # the engine extracts them once for consecutive phases
                 parts["features"] += (n.train + n.val) * speeds.forward
             have_features = True
-            parts["head epochs"] += phase.epochs * (n.train * speeds.head + 2 * speeds.save)
+            steps = steps_in(n.train, n.batch_size)
+            parts["head epochs"] += phase.epochs * (steps * speeds.head + 2 * speeds.save)
             continue
         have_features = False  # a phase that trains the backbone changes them
         for i in range(phase.epochs):

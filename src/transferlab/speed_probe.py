@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import random
 import tempfile
 import time
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 # until this many seconds or MAX_TIMED batches: a few seconds in all on a CPU.
 TIMED_SECONDS = 0.3
 MAX_TIMED = 2
+# On a CPU the time per image hardly depends on the batch size: the probe's batches are
+# this small there, so that it stays a few seconds. On a GPU it does: the run's batch size.
+CPU_PROBE_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -46,31 +50,29 @@ class Speeds:
 
     train: tuple[tuple[int, float], ...]  # (image size, one training step per image)
     forward: float  # eval forward per image at the model's size (features, validation, test)
-    head: float  # a head step on cached features, per image
+    head: float  # a head step on cached features (the run's batch size)
     save: float  # one checkpoint write
     figure: float  # one report figure drawn to PNG (the report's libraries imported first)
     probe_s: float  # how long the probe took
     new_size: float = 0.0  # a training step's extra time at an image size new to the model
 
     def train_image(self, size: int) -> float:
-        """One training step per image at ``size``: ``a + b * size**2`` through the two
-        measured sizes (a convolution's work grows with the pixels; ``a`` is what does not:
-        the head, the optimizer step over the parameters, Python)."""
+        """One training step per image at ``size``: ``t(s) = t(S) * (s / S) ** p`` through
+        the two measured sizes, with ``p`` held to [1, 2]: a convolution's work grows with
+        the pixels (p = 2) and what does not (head, optimizer step, Python) pulls p down,
+        but never below 1. Held, because two timings on a busy machine can say anything
+        (a 64 px step measured as slow as a 128 px one)."""
         if not self.train:
             return self.forward * 3  # backward is about twice the forward
-        if len(self.train) == 1:
-            (s0, t0) = self.train[0]
-            return t0 * (size / s0) ** 2
-        (s1, t1), (s2, t2) = sorted(self.train)[:2]
-        b = max(0.0, (t2 - t1) / (s2 * s2 - s1 * s1))
-        a = max(0.0, t2 - b * s2 * s2)
-        return a + b * size * size
+        (s1, t1), (s2, t2) = sorted(self.train)[0], sorted(self.train)[-1]
+        p = math.log(t2 / t1) / math.log(s2 / s1) if s2 > s1 and t1 > 0 and t2 > 0 else 2.0
+        return t2 * (size / s2) ** min(2.0, max(1.0, p))
 
     def to_dict(self) -> dict[str, object]:
         return {
             "train_s_per_image": {str(s): round(t, 6) for s, t in self.train},
             "forward_s_per_image": round(self.forward, 6),
-            "head_s_per_image": round(self.head, 8),
+            "head_s_per_step": round(self.head, 6),
             "checkpoint_s": round(self.save, 4),
             "figure_s": round(self.figure, 4),
             "probe_s": round(self.probe_s, 2),
@@ -95,15 +97,17 @@ def probe_speeds(
 ) -> Speeds:
     """Time the run's own steps on its own data; see the module docstring."""
     started = time.perf_counter()
+    small = device.type == "cpu" and cfg.train.batch_size > CPU_PROBE_BATCH
+    probe_cfg = replace(cfg.train, batch_size=CPU_PROBE_BATCH) if small else cfg.train
     with _kept(model):
-        trainer = Trainer(model, train, val, prep, cfg.train, augment, device)
+        trainer = Trainer(model, train, val, prep, probe_cfg, augment, device)
         full = _backbone_phase(cfg, augment.enabled, prep.input_size)
         sizes = sorted({prep.input_size, low_size(prep.input_size)}, reverse=True)
         timed = [(s, _train_step(trainer, full, s, device)) for s in sizes] if full else []
         train_s = tuple((s, per_image) for s, (per_image, _) in timed)
         # the size timed second was new to the model, as each resized epoch's size is
         new_size = timed[-1][1][1] if len(timed) > 1 else 0.0
-        feats, forward = _forward(model, train, prep, cfg, device)
+        feats, forward = _forward(model, train, prep, probe_cfg.batch_size * 2, cfg, device)
         head = _head_step(trainer, cfg, feats, device)
         save = _save(model)
     figure = _figure()
@@ -169,10 +173,15 @@ def _train_step(
 
 
 def _forward(
-    model: nn.Module, train: ImageSet, prep: Preprocessing, cfg: RunConfig, device: torch.device
+    model: nn.Module,
+    train: ImageSet,
+    prep: Preprocessing,
+    batch: int,
+    cfg: RunConfig,
+    device: torch.device,
 ) -> tuple[torch.Tensor, float]:
     """Eval forward (feature extraction) per image, and the features of a few images."""
-    n = min(len(train), cfg.train.batch_size * 2)
+    n = min(len(train), batch)
     part = train.subset(range(n))
     found: list[torch.Tensor] = []
 
@@ -187,17 +196,20 @@ def _forward(
 def _head_step(
     trainer: Trainer, cfg: RunConfig, feats: torch.Tensor, device: torch.device
 ) -> float:
-    """A head step on cached features per image (the head-only epochs)."""
+    """A head step on cached features (the head-only epochs), at the run's batch size:
+    a step of a small layer costs about the same whatever its batch, so per step."""
     head_phase = Phase("head", 1, "head", cfg.train.head_lr, 0.0, False, "frozen")
     opt, sched = trainer.optimizer(head_phase)
     stepper = trainer.stepper(head_phase, opt, sched)
     head = classifier(trainer.model)
     head.train()
-    targets = trainer.train.targets[: len(feats)]
+    repeat = -(-cfg.train.batch_size // len(feats))  # the few features, to a whole batch
+    x = feats.repeat(repeat, 1)[: cfg.train.batch_size]
+    y = trainer.train.targets[: len(feats)].repeat(repeat)[: cfg.train.batch_size]
 
     def step() -> int:
-        stepper.step(head, feats, targets)
-        return len(feats)
+        stepper.step(head, x, y)
+        return 1
 
     return _timed(step, device)
 
