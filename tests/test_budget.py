@@ -254,3 +254,10 @@ def test_a_resumed_budgeted_run_keeps_its_plan_and_gets_the_rest_of_its_budget(
     assert budget.stop.reserve_s == 12.0 and budget.plan.to_dict() == plan.to_dict()
     (tmp_path / "budget.json").unlink()
     assert resumed_budget(cfg, tmp_path) == (cfg, None)  # a run without a budget
+
+
+def test_a_linear_probe_is_planned_by_its_epochs_alone() -> None:
+    planner = _planner("linear-probe", epochs=10)
+    one = planner.plan(1).predicted_s
+    plan = planner.choose(one + 5 * (planner.plan(2).predicted_s - one))
+    assert plan is not None and plan.resize_from is None and 5 <= plan.epochs <= 10

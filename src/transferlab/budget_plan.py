@@ -194,8 +194,8 @@ class _Planner:
 
     def fill(self, epochs: int, target: float) -> Plan | None:
         """``epochs`` with the highest ``resize_from`` that fits ``target``, if any (one
-        epoch trains at the model's size: there is nothing to resize)."""
-        if epochs < 2:
+        epoch, or a linear probe, trains at the model's size: nothing to resize)."""
+        if epochs < 2 or not self.trains_backbone:
             plan = self.plan(epochs)
             return plan if plan.predicted_s <= target else None
         for r in self.resize_options():
