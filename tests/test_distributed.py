@@ -173,6 +173,7 @@ def test_a_killed_rank_stops_the_run_and_it_resumes_on_one_process(
         (["--devices", "2", "--batch-size", "5"], "must split evenly"),
         (["--devices", "2", "--sync-bn", "--device", "cpu"], "--sync-bn needs GPUs"),
         (["--devices", "two"], "--devices must be a whole number"),
+        (["--devices", "2", "--set", "train.time_budget=60"], "--time-budget plans"),
     ],
 )
 def test_bad_device_requests_get_one_line(
