@@ -1,7 +1,8 @@
 """Peak memory and time per epoch of the image store (issue 10), side by side in one run.
 
 Each configuration runs in its own child process, one after the other, which reports its
-peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; for the disk store
+peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, also right after the
+imports and, for ``--what data``, after the decode and split; for the disk store
 this includes the pages of the mapped file the kernel keeps resident, which it may drop
 at any time) and its time per epoch:
 
@@ -124,6 +125,7 @@ def _data_epochs(cfg: Any, epochs: int) -> dict[str, Any]:
     started = time.perf_counter()
     prepared = prepare_data(cfg, prep)
     setup_s = time.perf_counter() - started
+    setup_rss = _peak_rss_mb()  # decode and split done: the store's own peak
     spec = resolve_augment(cfg.augment, "light")
     gen = torch.Generator().manual_seed(0)
     train, val = prepared.sets["train"], prepared.sets["val"]
@@ -136,7 +138,13 @@ def _data_epochs(cfg: Any, epochs: int) -> dict[str, Any]:
             checksum += float(eval_batch(x, prep).mean())
         passes.append(time.perf_counter() - t0)
     side = train.side
-    return {"setup_s": setup_s, "epoch_s": min(passes), "side": side, "checksum": checksum}
+    return {
+        "setup_s": setup_s,
+        "epoch_s": min(passes),
+        "side": side,
+        "checksum": checksum,
+        "setup_peak_rss_mb": setup_rss,
+    }
 
 
 def _probe(cfg: Any, out: Path) -> dict[str, Any]:
@@ -159,14 +167,21 @@ def _probe(cfg: Any, out: Path) -> dict[str, Any]:
     }
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _child(args: argparse.Namespace) -> None:
+    import transferlab.pipeline  # noqa: F401  (what every run imports, measured apart)
+
+    imported = _peak_rss_mb()
     if args.config == "before":
         store.load_images = _old_load_images  # the old way, for this process
     cfg = _config(args.data, args.image_size, args.budget)
     data_only = args.what == "data"
     result = _data_epochs(cfg, args.epochs) if data_only else _probe(cfg, Path(args.out))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    result["import_rss_mb"] = imported  # python, torch, timm, transferlab: no data yet
+    result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
 
 
