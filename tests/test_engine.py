@@ -352,3 +352,30 @@ def test_shards_cover_every_item_once_after_the_padding_is_dropped() -> None:
             assert len({len(s) for s in shards}) == 1  # the same number of steps each
             stacked = torch.stack(shards).T.reshape(-1)[:n]  # gather_rows' reordering
             assert stacked.tolist() == list(range(n))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_resume_on_another_process_count_continues_the_schedule_at_the_same_fraction(
+    class_folders: Callable[..., Path],
+) -> None:
+    """A checkpoint of 2 processes after 2 of 4 epochs, resumed on 1 process (other steps
+    per epoch): the LR continues where half the phase puts it, not at the step count."""
+    from transferlab.engine import _restore_schedule
+
+    train_set, val_set, prep = _sets(class_folders(6))
+    model, _ = create_model("convnet1", 3, "none", 0.0, None)
+    cfg = TrainConfig(batch_size=4, scheduler="cosine")
+    trainer = Trainer(model, train_set, val_set, prep, cfg, PRESETS["light"], torch.device("cpu"))
+    phase = Phase("full", 4, "all", 1e-2, 1e-2, augment=False)
+    per_epoch = trainer.steps_per_epoch(phase)
+    _, elsewhere = trainer.optimizer(phase)  # the 2-process run: another step count
+    for _ in range(2 * per_epoch // 2 + 1):
+        elsewhere.step_batch()
+    resume = {"scheduler": elsewhere.state_dict(), "world_size": 2}
+    opt, sched = trainer.optimizer(phase)
+    _restore_schedule(trainer, phase, sched, resume, 2)
+    _, reference = trainer.optimizer(phase)
+    for _ in range(2 * per_epoch):
+        reference.step_batch()
+    assert sched.batch.last_epoch == reference.batch.last_epoch == 2 * per_epoch
+    assert opt.param_groups[0]["lr"] == pytest.approx(reference.opt.param_groups[0]["lr"])
