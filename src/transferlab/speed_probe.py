@@ -36,9 +36,12 @@ from transferlab.finetune import Phase, classifier, plan_phases, set_train_mode
 logger = logging.getLogger(__name__)
 
 # Each measurement runs one untimed batch (allocations, kernel choice), then timed batches
-# until this many seconds or MAX_TIMED batches: a few seconds in all on a CPU.
-TIMED_SECONDS = 0.3
-MAX_TIMED = 2
+# until this many seconds or MAX_TIMED batches: a few seconds in all on a CPU. The fastest
+# batch counts: on a shared machine one batch can take three times another, and a plan
+# from a slow moment leaves the budget unused, while one from a fast moment is kept in
+# the budget by BudgetStop.
+TIMED_SECONDS = 0.5
+MAX_TIMED = 3
 # On a CPU the time per image hardly depends on the batch size: the probe's batches are
 # this small there, so that it stays a few seconds. On a GPU it does: the run's batch size.
 CPU_PROBE_BATCH = 8
@@ -142,13 +145,15 @@ def _timed_first(step: Callable[[], int], device: torch.device) -> tuple[float, 
     first_images = step()
     _sync(device)
     first = time.perf_counter() - t_first
-    images, t0 = 0, time.perf_counter()
+    started, times = time.perf_counter(), []
     for _ in range(MAX_TIMED):
-        images += step()
+        t0 = time.perf_counter()
+        images = step()
         _sync(device)
-        if time.perf_counter() - t0 >= TIMED_SECONDS:
+        times.append((time.perf_counter() - t0) / max(1, images))
+        if time.perf_counter() - started >= TIMED_SECONDS:
             break
-    per_image = (time.perf_counter() - t0) / max(1, images)
+    per_image = min(times)
     return per_image, max(0.0, first - per_image * first_images)
 
 
