@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import CLASSES, copy_photos, invoke
 
@@ -174,6 +175,11 @@ def test_a_killed_rank_stops_the_run_and_it_resumes_on_one_process(
         (["--devices", "2", "--sync-bn", "--device", "cpu"], "--sync-bn needs GPUs"),
         (["--devices", "two"], "--devices must be a whole number"),
         (["--devices", "2", "--set", "train.time_budget=60"], "--time-budget plans"),
+        pytest.param(
+            ["--device", "cuda"],
+            "this machine has no GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
     ],
 )
 def test_bad_device_requests_get_one_line(

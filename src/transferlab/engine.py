@@ -418,7 +418,7 @@ class Trainer:
         self.net: nn.Module = model  # what the phase trains through (compiled / DDP)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=self._class_weights(), label_smoothing=cfg.label_smoothing
-        ).to(device)
+        ).to(self.device)
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
         self.batch_log: Any = None  # csv writer of batches.csv, set by fit
         self.epoch = 0

@@ -59,6 +59,8 @@ def world_size(cfg: TrainConfig, device: torch.device) -> int:
             )
         return _check(cfg, launched, device)
     available, what = _available(device)
+    if available == 0:
+        raise ConfigError(f"--device {device} but this machine has no GPU; use --device auto")
     if cfg.devices == "auto":
         return _check(cfg, available if device.type == "cuda" else 1, device)
     n = int(cfg.devices)
