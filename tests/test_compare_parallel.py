@@ -277,7 +277,9 @@ def test_a_killed_worker_is_a_failed_row_and_the_others_go_on(
 ) -> None:
     data = class_folders(per_class=4)
     runs = "  - {name: a}\n  - {name: b}\n  - {name: c}\n"
-    exp = load_experiment(_experiment(tmp_path, data, runs))
+    # Decoding in a process pool of its own: a worker may start processes (not a daemon).
+    base = BASE + "  data: {num_workers: 1}\n"
+    exp = load_experiment(_experiment(tmp_path, data, runs, base))
     out = tmp_path / "out"
     result = run_experiment(exp, out, Only("b", Die), measure=False, parallel=2)
     assert result.trained == ["a", "c"]

@@ -199,7 +199,7 @@ class Workers:
             target=_worker,
             args=(self.target, key, slot, payload, child, level),
             name=f"transferlab-{key}",
-            daemon=True,
+            daemon=False,  # a run may start processes of its own (decoding); stop() ends it
         )
         with _environment(slot):
             process.start()
