@@ -10,6 +10,11 @@ Strategies map to phases:
 - ``two-stage``: ``head`` warm-up with the backbone frozen, then ``finetune`` of all
   (or the top N groups) at the lower backbone LR.
 
+By default (``train.bn: frozen``, except ``scratch``) the backbone's BatchNorm layers stay
+in inference mode with their pretrained statistics and affine while the convolutions
+train: re-estimating the statistics on small batches of new data at the unfreeze undid
+the head's epochs (issue 12's "unfreeze shock", measured in ``benchmarks/README.md``).
+
 With ``train.layer_decay`` every phase that trains the backbone gives each layer group
 (``models.groups``) the backbone LR times ``layer_decay ** depth`` below the head.
 """
