@@ -58,6 +58,7 @@ from timm.data import create_transform
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.audit.core import hash_checks
 from transferlab.budget import parse_duration
 from transferlab.data.discover import Sample, discover
 from transferlab.data.split import SplitSamples, stratified_split, write_split_csv
@@ -77,8 +78,9 @@ PROBE_VAL_BATCHES = 3  # val batches it times (after one warm-up batch)
 
 
 def make_split(data: Path, val: float, test: float, per_class: int, seed: int) -> SplitSamples:
-    """The stratified train/val/test split both sides use; ``per_class`` > 0 first keeps
-    that many photos of each class (a quick check on a small subset)."""
+    """The stratified train/val/test split both sides use, copies of a photo (exact or
+    near, transferlab's hash checks) kept in one part so the test part holds no copy of a
+    training photo; ``per_class`` > 0 first keeps that many photos of each class."""
     samples = discover(data).samples
     if per_class:
         rng = random.Random(seed)
@@ -86,7 +88,8 @@ def make_split(data: Path, val: float, test: float, per_class: int, seed: int) -
         for s in samples:
             by_class.setdefault(s.label, []).append(s)
         samples = [s for v in by_class.values() for s in rng.sample(v, min(per_class, len(v)))]
-    return stratified_split(samples, val, test, seed=seed)
+    groups = hash_checks(samples).path_groups()
+    return stratified_split(samples, val, test, seed=seed, groups=groups)
 
 
 class FileDataset(Dataset[tuple[torch.Tensor, int]]):
