@@ -151,6 +151,10 @@ def test_parallel_runs_are_one_process_each(
     )
     with pytest.raises(ConfigError, match=r"train\.devices 2; use one of the two"):
         run_experiment(exp, tmp_path / "out", parallel=2)
+    plain = load_experiment(_experiment(tmp_path, tmp_path / "data", "  - {name: a}\n"))
+    with pytest.raises(ConfigError, match="need callbacks that pickle"):
+        run_experiment(plain, tmp_path / "out", lambda run_dir: [], parallel=2)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_spent_budget_fails_the_runs_it_cannot_start(

@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import math
+import pickle
 import re
 import shutil
 import time
@@ -696,6 +697,17 @@ def worker_slots(runs: Sequence[PlannedRun], parallel: int) -> list[Slot]:
     return plan_slots(parallel, any(_on_gpu(r.config) for r in runs))
 
 
+def _check_picklable(callbacks: CallbackFactory | None) -> None:
+    """Parallel runs get their callbacks in a worker process, pickled."""
+    try:
+        pickle.dumps(callbacks)
+    except Exception as exc:
+        raise ConfigError(
+            "runs in parallel need callbacks that pickle (a module-level function or class, "
+            f"not a closure or lambda): {exc}"
+        ) from None
+
+
 def _on_gpu(cfg: RunConfig) -> bool:
     if cfg.train.device == "auto":
         import torch
@@ -724,6 +736,8 @@ def run_experiment(
     check_baseline(exp)
     runs = plan_runs(exp)
     slots = worker_slots(runs, parallel)
+    if slots:
+        _check_picklable(callbacks)
     check_budget(runs, time_budget)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a folder")
