@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from transferlab.data.transforms import Preprocessing, crop_side, to_input
+from transferlab.data.transforms import Preprocessing, at_base, normalize
 from transferlab.errors import ConfigError
 
 TTA_MODES = ("none", "flip", "five-crop", "ten-crop")
@@ -38,10 +38,9 @@ def _crops(x: torch.Tensor, size: int, five: bool) -> list[torch.Tensor]:
 def views(x: torch.Tensor, prep: Preprocessing, mode: str) -> Iterator[torch.Tensor]:
     """uint8 squares (N, 3, B, B) -> each view as a normalised float batch (N, 3, S, S)."""
     check_mode(mode)
-    # Crops at the model's fraction of whatever side the images are stored at.
-    side = crop_side(x.shape[-1], prep)
-    for crop in _crops(x, side, five=mode in ("five-crop", "ten-crop")):
-        view = to_input(crop, prep)
+    # From the square at the base side, whatever side the images are stored at.
+    for crop in _crops(at_base(x, prep), prep.input_size, five=mode in ("five-crop", "ten-crop")):
+        view = normalize(crop.float(), prep)
         yield view
         if mode in ("flip", "ten-crop"):
             yield view.flip(-1)

@@ -5,8 +5,8 @@ Images are decoded once to a square uint8 "base" image (shorter side resized to
 side (:func:`stored_side`: no photo is upsampled just to be kept), and the batched
 transforms resize on the fly. From there:
 
-- evaluation takes the centre ``input_size / base`` of the square at ``input_size``:
-  exactly timm's eval transform when the square is at the base side;
+- evaluation resizes the square to the base side (the pixels ``to_base`` would have
+  made) and takes the centre ``input_size`` crop, exactly timm's eval transform;
 - training takes a random resized crop with a random horizontal flip, done for a
   whole batch at once with ``affine_grid``/``grid_sample`` on the model's device
   (fractions of the square, so any stored side gives the same views).
@@ -96,30 +96,27 @@ def _normalize(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     return (x - mean) / std
 
 
-def crop_side(side: int, prep: Preprocessing) -> int:
-    """The side of the model's centre crop in a square of ``side`` pixels: ``input_size``
-    at the base side, the same fraction ``input_size / base`` of any other."""
-    if side == prep.base_size:
-        return prep.input_size
-    return max(1, round(side * prep.input_size / prep.base_size))
+def at_base(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 squares (N, 3, S, S) -> uint8 squares at the base side, as :func:`to_base`
+    would have made them from the same photos: resized with the model's interpolation,
+    antialiased. torch's antialiased kernels are Pillow's, so on the CPU (uint8 in, uint8
+    out) the pixels are Pillow's, and predictions from a store at its stored side match
+    those of one image through :func:`to_base`; elsewhere (float, rounded) within a level.
 
-
-def to_input(crop: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 crops (N, 3, c, c) -> normalised float (N, 3, size, size), resized (antialiased,
-    with the model's interpolation) when ``c`` is not the model's input size."""
-    x = crop.float()
-    size = prep.input_size
-    if x.shape[-2:] != (size, size):
-        mode = _TORCH_INTERPOLATION.get(prep.interpolation, "bicubic")
-        smooth = mode != "nearest"
-        x = F.interpolate(
-            x,
-            size=(size, size),
-            mode=mode,
-            align_corners=False if smooth else None,
-            antialias=smooth,
-        ).clamp_(0, 255)  # bicubic overshoots; PIL's uint8 output would be clipped there
-    return _normalize(x, prep).contiguous()
+    Resizing the whole square and then cropping, rather than cropping a fraction and
+    resizing that, keeps the crop on Pillow's pixel grid, hence the same pixels.
+    """
+    base = prep.base_size
+    if x.shape[-2:] == (base, base):
+        return x
+    mode = _TORCH_INTERPOLATION.get(prep.interpolation, "bicubic")
+    smooth = mode != "nearest"
+    kwargs: dict[str, Any] = {"align_corners": False, "antialias": True} if smooth else {}
+    if x.device.type == "cpu":
+        return F.interpolate(x, size=(base, base), mode=mode, **kwargs)
+    # Other devices resize uint8 with fewer kernels: float, then back to 8-bit levels.
+    out = F.interpolate(x.float(), size=(base, base), mode=mode, **kwargs)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -129,9 +126,10 @@ def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def eval_batch(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 squares (N, 3, S, S) -> normalised float (N, 3, size, size): the model's centre
-    crop (:func:`crop_side`), at the input size (:func:`to_input`)."""
-    return to_input(centre_crop(x, crop_side(x.shape[-1], prep)), prep)
+    """uint8 squares (N, 3, S, S) -> normalised float (N, 3, size, size): the centre crop
+    of the square at the base side (:func:`at_base`), timm's eval transform."""
+    crop = centre_crop(at_base(x, prep), prep.input_size)
+    return _normalize(crop.float(), prep).contiguous()
 
 
 def train_batch(
