@@ -336,3 +336,12 @@ def test_devices_must_be_a_count_or_auto(devices: str) -> None:
 def test_devices_takes_counts_and_auto() -> None:
     assert config.from_dict({"train": {"devices": 2}}).train.devices == "2"
     assert config.from_dict({"train": {"devices": "auto"}}).train.devices == "auto"
+
+
+def test_time_budget_takes_durations_from_set_and_yaml() -> None:
+    assert from_dict({}, {"train.time_budget": "15m"}).train.time_budget == 900.0
+    assert from_dict({"train": {"time_budget": "1h30m"}}).train.time_budget == 5400.0
+    assert from_dict({"train": {"time_budget": 90}}).train.time_budget == 90.0
+    assert from_dict({}, {"train.time_budget": "null"}).train.time_budget is None
+    with pytest.raises(ConfigError, match=r"train.time_budget 'soon' is not a duration; use"):
+        from_dict({}, {"train.time_budget": "soon"})

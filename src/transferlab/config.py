@@ -32,6 +32,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from transferlab.budget import parse_duration
 from transferlab.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -273,6 +274,8 @@ _SECTIONS: dict[str, type] = {
 }
 # Keys renamed since release; old config.yaml files and --set still take them, with a warning.
 RENAMED_KEYS = {"train.warmup_epochs": "train.head_epochs", "train.warmup_lr": "train.head_lr"}
+# Keys in seconds that also take durations such as 15m or 1h30m (transferlab.budget).
+_DURATION_KEYS = ("train.time_budget",)
 # Fields whose value is a mapping: ``model.kwargs.stride`` sets one entry of it.
 _MAPPING_KEYS = ("model.kwargs",)
 
@@ -465,6 +468,8 @@ def coerce_value(dotted_key: str, value: Any) -> Any:
     full = f"{section}.{key}"
     if entry is not None:
         return yaml.safe_load(value) if isinstance(value, str) and value.strip() else value
+    if full in _DURATION_KEYS and isinstance(value, str) and value.strip().lower() not in _NULLS:
+        value = parse_duration(value, full)  # "15m", "1h30m", "90s" as well as seconds
     typed = _to_type(full, value, _hints(section)[key])
     _check_range(full, typed, value)
     return typed
