@@ -34,3 +34,6 @@ def test_docs_build_strict_with_every_command_and_the_api(tmp_path: Path) -> Non
         assert f"transferlab.api.{name}" in api, name
     for page in ("compare-backbones", "strategies", "warmup-unfreeze", "webcam", "tta"):
         assert (site / "tutorials" / page / "index.html").is_file(), page
+    assert (site / "tutorials" / "time-budget" / "index.html").is_file()
+    assert (site / "scale-out" / "index.html").is_file()
+    assert "--devices" in cli and "--time-budget" in cli and "--parallel" in cli
