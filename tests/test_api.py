@@ -17,10 +17,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import transferlab as tl
-from helpers import CLASSES, copy_photos, truncated_jpeg
+from helpers import CLASSES, copy_photos, invoke, truncated_jpeg
 from trained_model import held_out_photos
 from transferlab.cli import app
 from transferlab.config import from_dict
+from transferlab.engine import Callback, EpochRecord
 from transferlab.errors import ConfigError, DatasetError
 from transferlab.evaluate import evaluate_model
 
@@ -395,3 +396,106 @@ def test_set_reject_below_is_the_reject_below_command(run: Path, tmp_path: Path)
         tl.Model(tmp_path / "m.onnx").set_reject_below(0.5)
     code, output = _cli("reject-below", tmp_path / "m.onnx", "0.5")
     assert code == 2 and output == f"error: {caught.value}"
+
+
+# ---------------------------------------------------------------- issues 10 and 12 in the API
+
+
+def _two_run_experiment(data: Path, **train: object) -> dict[str, object]:
+    return {
+        "dataset": str(data),
+        "base": {
+            "model": {"name": "convnet1", "weights": "none", "image_size": 64},
+            "train": {"strategy": "scratch", "epochs": 1, "device": "cpu", **train},
+        },
+        "axes": {"train.lr": [0.001, 0.01]},
+    }
+
+
+def test_compare_refuses_bad_parallel_and_budget_requests_in_one_line(
+    class_folders, tmp_path: Path
+) -> None:
+    """The same one-line messages as ``compare --parallel/--time-budget``, before training."""
+    experiment = _two_run_experiment(class_folders(per_class=2))
+    with pytest.raises(ConfigError, match="runs in parallel need callbacks that pickle"):
+        tl.compare(experiment, tmp_path / "a", parallel=2, callbacks=lambda run_dir: [])
+    with pytest.raises(ConfigError, match="--time-budget 'soon' is not a duration"):
+        tl.compare(experiment, tmp_path / "b", time_budget="soon")
+    with pytest.raises(ConfigError, match="--parallel 0 is out of range"):
+        tl.compare(experiment, tmp_path / "c", parallel=0)
+    own = _two_run_experiment(class_folders(per_class=2), time_budget=60)
+    with pytest.raises(ConfigError, match=r"sets train\.time_budget itself"):
+        tl.compare(own, tmp_path / "d", time_budget=120)
+    assert not any((tmp_path / name / "leaderboard.json").exists() for name in "abcd")
+
+
+@pytest.mark.slow
+def test_compare_in_parallel_shares_one_time_budget(class_folders, tmp_path: Path) -> None:
+    """Two runs at once in worker processes (the callbacks pickled to them), one budget
+    given as a duration and split between them."""
+    experiment = _two_run_experiment(class_folders(per_class=4))
+    board = tl.compare(experiment, tmp_path / "exp", parallel=2, time_budget="10m")
+    assert board.outcome is not None and not board.failed
+    assert sorted(board.outcome.trained) == sorted(r["name"] for r in board.rows)
+    for row in board.rows:
+        saved = yaml.safe_load((tmp_path / "exp" / row["name"] / "config.yaml").read_text())
+        assert 0 < saved["train"]["time_budget"] <= 600
+
+
+class _StopAfterEpoch(Callback):
+    """Ends training after the first epoch's checkpoint, as a kill would."""
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        raise KeyboardInterrupt
+
+
+def test_resume_on_a_given_process_count(class_folders, tmp_path: Path) -> None:
+    """``tl.resume(devices=...)`` and ``train --resume --devices``: a bad count is one line
+    that leaves the run as it was; ``devices="1"`` continues it on one process."""
+    data, out = class_folders(per_class=4), tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        tl.train(
+            data,
+            out,
+            strategy="scratch",
+            epochs=2,
+            progress=False,
+            callbacks=[_StopAfterEpoch()],
+            **TINY,
+        )
+    assert (out / "checkpoints" / "last.pt").is_file()
+    with pytest.raises(ConfigError, match=r"--devices must be a whole number"):
+        tl.resume(out, devices="two", progress=False)
+    code, _, err = invoke("train", "--resume", out, "--devices", "two")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --devices must be a whole number"), err
+    code, _, err = invoke("train", "--resume", out, "--lr", "0.1")
+    assert code == 2 and "--resume continues a run with its own config.yaml" in err
+    assert not (out / "metrics.json").exists()
+    run = tl.resume(out, devices="1", progress=False)
+    assert run.metrics["training"]["processes"] == 1
+    assert [h["epoch"] for h in run.history] == [1, 2]
+
+
+def test_only_the_main_process_of_a_launcher_makes_trackers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every rank runs ``tl.train``; only rank 0 may make the trackers (and
+    with them their files). Real launcher variables, real TensorBoard trackers."""
+    from transferlab.api import _callbacks
+    from transferlab.trackers import TensorBoardLogger
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert _callbacks(False, [], ["tensorboard"], tmp_path / "rank1") == []
+    assert not (tmp_path / "rank1").exists()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    made = _callbacks(False, [], ["tensorboard"], tmp_path / "rank0")
+    assert [type(cb) for cb in made] == [TensorBoardLogger]
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # no launcher: the only process
+        monkeypatch.delenv(name)
+    assert [type(cb) for cb in _callbacks(False, [], ["tensorboard"], tmp_path / "one")] == [
+        TensorBoardLogger
+    ]

@@ -724,8 +724,18 @@ def _callbacks(
     chosen: list[Callback] = [NotebookProgress()] if progress else []
     # make_loggers creates the run folder: only when a tracker needs it, so that a run whose
     # data or settings are refused leaves nothing behind.
-    trackers = make_loggers(loggers, out) if check_loggers(list(loggers)) else []
+    wanted = check_loggers(list(loggers))
+    trackers = make_loggers(wanted, out) if wanted and _tracks_here() else []
     return [*chosen, *callbacks, *trackers]
+
+
+def _tracks_here() -> bool:
+    """Whether this process makes the run's trackers: under a launcher (torchrun,
+    ``accelerate launch``) every rank runs the same call, and only rank 0 (the one that
+    writes the run folder) may log, or each tracker's files would come once per process."""
+    from transferlab.launch import is_main_process
+
+    return is_main_process()
 
 
 def train(
@@ -782,23 +792,39 @@ def train(
 def resume(
     run: PathLike,
     *,
+    devices: int | str | None = None,
     progress: bool = True,
     loggers: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
 ) -> Run:
     """Continue an interrupted run from its last checkpoint, as ``train --resume``.
 
+    ``devices``: continue on this many processes (``1``, ``2``, ... or ``"auto"``, as
+    ``train --resume RUN --devices N``) instead of the run's own ``train.devices``; under
+    a launcher (torchrun) the launcher's count. Only the same count as the run started
+    with continues bit for bit (see docs/scale-out.md).
+
     Examples:
         >>> tl.resume("runs/demo")  # doctest: +SKIP
+        >>> tl.resume("runs/ddp", devices=1)  # a 2-process run on one  # doctest: +SKIP
     """
     from transferlab.pipeline import resume_run
     from transferlab.trackers import finish_run
 
     run_dir = Path(run)
+    count = None if devices is None else _devices(devices)
     cbs = _callbacks(progress, callbacks, loggers, run_dir)
-    result = resume_run(run_dir, cbs)
+    result = resume_run(run_dir, cbs, devices=count)
     finish_run(cbs, result.metrics)
     return Run(run_dir, result.metrics)
+
+
+def _devices(devices: int | str) -> str:
+    """``devices`` checked as ``train.devices`` is (the one coercion point and its rule),
+    so a bad count is the same one line as ``--devices`` and nothing is touched."""
+    from transferlab.config import from_dict
+
+    return from_dict({}, {"train.devices": devices}).train.devices
 
 
 def load(path: PathLike, backend: str | None = None) -> Run | Model:
@@ -834,6 +860,31 @@ def _experiment_file(experiment: Mapping[str, Any], out: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class CompareCallbacks:
+    """The callbacks :func:`compare` gives each run: a progress display, the caller's
+    callbacks (or what its function makes for the run folder) and the trackers. A
+    module-level class rather than a closure, so that it pickles: with ``parallel`` it
+    travels to the worker process that trains the run."""
+
+    progress: bool
+    loggers: tuple[str, ...] = ()
+    callbacks: Sequence[Callback] | Callable[[Path], Sequence[Callback]] = ()
+    #: Runs train in worker processes: one log line per epoch instead of bars (the
+    #: workers' bars would interleave, and a notebook does not show them).
+    parallel: bool = False
+
+    def __call__(self, run_dir: Path) -> list[Callback]:
+        from transferlab.progress import EpochLogger, NotebookProgress
+        from transferlab.trackers import make_loggers
+
+        chosen: list[Callback] = []
+        if self.progress:
+            chosen.append(EpochLogger() if self.parallel else NotebookProgress())
+        given = self.callbacks(run_dir) if callable(self.callbacks) else self.callbacks
+        return [*chosen, *given, *make_loggers(self.loggers, run_dir)]
+
+
 def compare(
     experiment: PathLike | Mapping[str, Any] | Experiment,
     out: PathLike,
@@ -846,6 +897,8 @@ def compare(
     fail_fast: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callback] | Callable[[Path], Sequence[Callback]] = (),
+    parallel: int = 1,
+    time_budget: float | str | None = None,
 ) -> Leaderboard:
     """Train every configuration of an experiment on one split and write the leaderboard,
     as ``transferlab compare``. ``experiment``: a YAML file, the same content as a dict, or
@@ -856,31 +909,37 @@ def compare(
     trained, resumed, skipped and saw fail is in :attr:`Leaderboard.outcome`.
     ``callbacks``: callbacks for every run, or a function of the run folder that makes them.
 
+    ``parallel``: runs at once, each in a worker process of its own (``compare
+    --parallel N``): one GPU per run, or on a CPU an equal share of the cores. The
+    ``callbacks`` are then pickled to the workers (callback classes and functions defined
+    at module level, not closures or lambdas), and ``progress`` is one log line per epoch
+    of each run instead of a bar. ``time_budget``: seconds or a duration (``"30m"``,
+    ``"1h30m"``) for all the runs still to do, shared out as each run's
+    ``train.time_budget`` when it starts (``compare --time-budget``).
+
     Examples:
         >>> board = tl.compare({"dataset": "examples/ahe-mini",
         ...     "base": {"model": {"image_size": 64}, "train": {"epochs": 1}},
         ...     "axes": {"model.name": ["convnet1", "convnet2"]}}, out="runs/cmp")  # doctest: +SKIP
         >>> board.rows[0]["name"]  # doctest: +SKIP
+        >>> tl.compare("exp.yaml", "runs/exp", parallel=2, time_budget="30m")  # doctest: +SKIP
     """
+    from transferlab.budget import parse_duration
     from transferlab.compare import Experiment, run_experiment
-    from transferlab.trackers import check_loggers, make_loggers
+    from transferlab.trackers import check_loggers
 
+    seconds = None if time_budget is None else parse_duration(time_budget, "--time-budget")
     out_dir = Path(out)
     exp = (
         experiment
         if isinstance(experiment, Experiment)
         else plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
     )
-    names = check_loggers(list(loggers))
-
-    def factory(run_dir: Path) -> list[Callback]:
-        from transferlab.progress import NotebookProgress
-
-        chosen: list[Callback] = [NotebookProgress()] if progress else []
-        given = callbacks(run_dir) if callable(callbacks) else callbacks
-        return [*chosen, *given, *make_loggers(names, run_dir)]
-
-    outcome = run_experiment(exp, out_dir, factory, fail_fast=fail_fast)
+    names = tuple(check_loggers(list(loggers)))
+    factory = CompareCallbacks(progress, names, callbacks, parallel > 1)
+    outcome = run_experiment(
+        exp, out_dir, factory, fail_fast=fail_fast, parallel=parallel, time_budget=seconds
+    )
     board = Leaderboard.open(out_dir)
     board.outcome = outcome
     return board

@@ -67,6 +67,7 @@ Precedence: defaults < --config YAML < --set < options such as --lr.
 [bold]Resume and shared starting points[/bold]
 
   transferlab train --resume runs/demo
+  transferlab train --resume runs/ddp --devices 1     # continue a 2-process run on one
 
 [bold]More processes (docs/scale-out.md)[/bold]
 
@@ -81,12 +82,13 @@ Key = ConfigOption  # an option that sets one config key
 
 
 def _check_resume_alone(given: dict[str, object]) -> None:
-    """--resume continues with the run's own config.yaml; other settings would be ignored."""
+    """--resume continues with the run's own config.yaml; other settings would be ignored.
+    --devices is the exception: a run may continue on another number of processes."""
     from transferlab.cli._common import flag_overrides
     from transferlab.errors import ConfigError
 
     extra = [k for k in ("data", "out_dir", "config", "sets", "time_budget") if given.get(k)]
-    if extra or flag_overrides(train, given):
+    if extra or set(flag_overrides(train, given)) - {"train.devices"}:
         raise ConfigError(
             "--resume continues a run with its own config.yaml and data; drop the other "
             "settings (or train a new run with --out)"
@@ -258,7 +260,9 @@ def train(
             callbacks.append(ProgressBar(err))
         if resume is not None:
             _check_resume_alone(ctx.params)
-            result = api.resume(resume, progress=False, loggers=logger or [], callbacks=callbacks)
+            result = api.resume(
+                resume, devices=devices, progress=False, loggers=logger or [], callbacks=callbacks
+            )
             out_dir = resume
         else:
             if data is None or out_dir is None:
