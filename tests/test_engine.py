@@ -243,7 +243,7 @@ def test_lr_find_does_not_import_the_pipeline() -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--strategy", "full"],
+        ["--strategy", "full", "--bn", "train"],  # BatchNorm is frozen by default
         ["--strategy", "linear-probe", *MLP_ARGS],
     ],
     ids=["full", "mlp-head"],
