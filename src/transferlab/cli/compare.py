@@ -59,21 +59,20 @@ leaderboard's train time shows each run's budget beside its actual time.
 
 @dataclass(frozen=True)
 class RunCallbacks:
-    """Each run's callbacks: epoch lines, the --logger trackers and, with ``bar``, a
-    progress bar. A picklable recipe rather than a closure: with --parallel it travels to
-    the worker process that trains the run."""
+    """Each run's terminal display: epoch lines and, with ``bar``, a progress bar (the
+    --logger trackers come after them, from :func:`transferlab.api.compare`). A picklable
+    recipe rather than a closure: with --parallel it travels to the worker process that
+    trains the run."""
 
-    loggers: tuple[str, ...] = ()
     bar: bool = False
 
     def __call__(self, run_dir: Path) -> list[Callback]:
         from transferlab.progress import EpochLogger, ProgressBar
-        from transferlab.trackers import make_loggers
 
         cbs: list[Callback] = [EpochLogger()]
         if self.bar:
             cbs.append(ProgressBar(err))
-        return [*cbs, *make_loggers(self.loggers, run_dir)]
+        return cbs
 
 
 @app.command(epilog=COMPARE_EXAMPLES)
@@ -136,9 +135,8 @@ def compare(
     with guard(debug):
         from transferlab import api
         from transferlab.budget import parse_duration
-        from transferlab.compare import check_budget, plan_runs, run_experiment, worker_slots
+        from transferlab.compare import check_budget, plan_runs, worker_slots
         from transferlab.errors import RunsFailed
-        from transferlab.trackers import check_loggers
 
         seconds = None if time_budget is None else parse_duration(time_budget, "--time-budget")
         exp = api.plan_experiment(experiment, out_dir, repeats, baseline, baseline_run, data)
@@ -156,10 +154,18 @@ def compare(
             return
 
         bar = err.is_terminal and not quiet and parallel == 1  # N bars would interleave
-        callbacks = RunCallbacks(tuple(check_loggers(logger or [])), bar)
-        result = run_experiment(
-            exp, out_dir, callbacks, fail_fast=fail_fast, parallel=parallel, time_budget=seconds
+        board = api.compare(
+            exp,
+            out_dir,
+            loggers=logger or [],
+            fail_fast=fail_fast,
+            progress=False,
+            callbacks=RunCallbacks(bar),
+            parallel=parallel,
+            time_budget=seconds,
         )
+        result = board.outcome
+        assert result is not None  # api.compare always sets it
         if result.leaderboard is not None and not quiet:
             text = result.leaderboard.read_text(encoding="utf-8")
             out.print(text, highlight=False, markup=False, soft_wrap=True)
