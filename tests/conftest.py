@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import CLASSES, copy_photos
+
+
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Disk stores of decoded images go to a temporary folder, never ``~/.cache`` (set in
+    the environment, so CLI subprocesses and worker processes use it too)."""
+    folder = tmp_path_factory.mktemp("image-cache")
+    before = os.environ.get("TRANSFERLAB_IMAGE_CACHE")
+    os.environ["TRANSFERLAB_IMAGE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("TRANSFERLAB_IMAGE_CACHE", None)
+    else:
+        os.environ["TRANSFERLAB_IMAGE_CACHE"] = before
 
 
 @pytest.fixture

@@ -283,7 +283,7 @@ def iterate_batches(
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     source = data.images if data.images is not None else data.mapped
     if source is not None:
-        for start in range(0, n, batch_size):
+        for start in range(0, len(order), batch_size):  # an order may be a shard of the set
             idx = order[start : start + batch_size]
             rows = idx if data.images is not None or data.rows is None else data.rows[idx]
             yield _gather(source, rows, pin_memory), data.targets[idx]
@@ -323,7 +323,7 @@ def decode_all(
 ) -> tuple[ImageSet, list[tuple[Path, str]]]:
     """Decode ``samples`` once; unreadable files are returned (and warned about) as skipped.
 
-    ``num_workers``: processes that decode a set left on disk each epoch."""
+    ``num_workers``: processes that decode the images (0: threads of this process)."""
     class_to_idx = {c: i for i, c in enumerate(class_names)}
     loaded = load_images(samples, class_to_idx, prep, budget_mb, num_workers)
     if warn:
