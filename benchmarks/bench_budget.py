@@ -260,13 +260,17 @@ def run_plain(split: SplitSamples, budget: float, s: PlainSettings) -> dict[str,
 # ------------------------------------------------------------------ ours
 
 
-def run_ours(data: Path, split_csv: Path, budget: str, out: Path) -> dict[str, Any]:
-    """``transferlab train`` with ``--time-budget`` in its own process, timed start to exit."""
+def run_ours(
+    data: Path, split_csv: Path, budget: str, out: Path, image_size: int | None
+) -> dict[str, Any]:
+    """``transferlab train`` with ``--time-budget`` in its own process, timed start to exit
+    (at ``image_size``, the plain loop's, unless None: the backbone's own 224 px)."""
     if out.exists():
         shutil.rmtree(out)
     cmd = [
         sys.executable, "-m", "transferlab", "train", str(data), "--out", str(out),
         "--split-file", str(split_csv), "--time-budget", budget,
+        *(["--image-size", str(image_size)] if image_size else []),
     ]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
@@ -370,6 +374,12 @@ def main() -> None:
         "--baseline", type=Path, default=Path("examples/baselines/ahe-paper-resnet.yaml")
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--same-size",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours at the plain loop's image size (--no-same-size: the backbone's 224 px)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     budgets = {b.strip(): parse_duration(b.strip(), "--budgets") for b in args.budgets.split(",")}
@@ -388,7 +398,8 @@ def main() -> None:
     for text, seconds in budgets.items():
         sides = results.setdefault(text, {})
         if args.only in (None, "ours"):
-            sides["ours"] = run_ours(args.data, split_csv, text, work / f"ours-{text}")
+            size = args.plain_image_size if args.same_size else None
+            sides["ours"] = run_ours(args.data, split_csv, text, work / f"ours-{text}", size)
         if args.only in (None, "plain"):
             sides["plain"] = run_plain(split, seconds, plain)
         for r in sides.values():
