@@ -264,7 +264,7 @@ def run_ours(
     data: Path, split_csv: Path, budget: str, out: Path, image_size: int | None
 ) -> dict[str, Any]:
     """``transferlab train`` with ``--time-budget`` in its own process, timed start to exit
-    (at ``image_size``, the plain loop's, unless None: the backbone's own 224 px)."""
+    (at ``image_size``, the plain loop's, unless None: the size the plan chooses)."""
     if out.exists():
         shutil.rmtree(out)
     cmd = [
@@ -289,7 +289,9 @@ def run_ours(
         "seconds": seconds,
         "epochs": training.get("epochs"),
         "best_epoch": training.get("best_epoch"),
-        "image_size": config.get("model", {}).get("image_size"),
+        # the size trained at: the plan's (config.yaml keeps the size as asked)
+        "image_size": (metrics.get("time_budget") or {}).get("plan", {}).get("image_size")
+        or config.get("model", {}).get("image_size"),
         "resize_from": config.get("train", {}).get("resize_from"),
         "time_budget": metrics.get("time_budget") or training.get("time_budget"),
         "run": str(out),
@@ -377,8 +379,8 @@ def main() -> None:
     ap.add_argument(
         "--same-size",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ours at the plain loop's image size (--no-same-size: the backbone's 224 px)",
+        default=False,
+        help="ours at the plain loop's image size (default: the size ours plans itself)",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

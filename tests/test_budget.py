@@ -22,6 +22,8 @@ from transferlab.budget_plan import (
     BudgetStop,
     Counts,
     _Planner,
+    choose_plan,
+    planned_sizes,
     resumed_budget,
 )
 from transferlab.config import from_dict
@@ -89,6 +91,44 @@ def test_when_no_fine_tuning_epoch_fits_the_head_epochs_alone_are_planned() -> N
     assert planner.smallest() == head_only
 
 
+def test_planned_sizes_are_the_model_s_and_multiples_of_16_down_to_64_unless_set() -> None:
+    assert planned_sizes(224, free=True) == [224, *range(208, 63, -16)]
+    assert planned_sizes(100, free=True) == [100, 96, 80, 64]
+    assert planned_sizes(224, free=False) == [224]
+    assert planned_sizes(48, free=True) == [48]
+
+
+def test_train_image_goes_through_the_two_nearest_timed_sizes() -> None:
+    speeds = Speeds(train=((224, 0.04), (112, 0.012), (64, 0.0045)), forward=0.01, head=0,
+                    save=0, figure=0, probe_s=0)  # fmt: skip
+    for size, t in ((224, 0.04), (112, 0.012), (64, 0.0045)):
+        assert speeds.train_image(size) == pytest.approx(t)
+    assert 0.0045 < speeds.train_image(96) < 0.012 and 0.012 < speeds.train_image(160) < 0.04
+    assert speeds.forward_at(224) == pytest.approx(0.01)
+    assert speeds.forward_at(112) == pytest.approx(0.01 * 0.012 / 0.04)
+
+
+@pytest.mark.parametrize("budget", [120, 300, 600, 900, 3600])
+def test_a_free_size_is_the_largest_fitting_twice_the_recipe_s_epochs(budget: float) -> None:
+    """Smaller sizes only when the model's does not fit 2x the recipe's 4 epochs; the
+    chosen size trains them at least, or is the lowest size."""
+    cfg = from_dict({}, {"data.path": "photos", "train.epochs": 4})
+    sizes = planned_sizes(224, free=True)
+    speeds = Speeds(train=((224, 0.04), (112, 0.012), (64, 0.0045)), forward=0.01, head=3e-4,
+                    save=0.1, figure=0.2, probe_s=6)  # fmt: skip
+    plan, planner = choose_plan(cfg, True, sizes, N, speeds, 10.0, budget * FILL)
+    assert plan is not None and plan.predicted_s <= budget * FILL
+    assert planner.size == plan.image_size
+    larger = [s for s in sizes if s > plan.image_size]
+    for s in larger:  # every larger size fits fewer than 8 epochs
+        assert _Planner(cfg, True, s, N, speeds, 10.0).plan(8).predicted_s > budget * FILL
+    assert plan.epochs >= 8 or plan.image_size == 64
+    if budget == 3600:
+        assert plan.image_size == 224  # an hour: the model's own size
+    fixed, _ = choose_plan(cfg, True, [224], N, speeds, 10.0, budget * FILL)
+    assert fixed is None or fixed.image_size == 224
+
+
 # ---------------------------------------------------------------- real runs
 
 TINY = {"model.name": "convnet1", "model.weights": "none", "model.image_size": 64}
@@ -152,6 +192,8 @@ class _SlowerMachine(Callback):
 def test_a_tiny_budget_stops_in_time_with_a_complete_run_folder(
     class_folders, tmp_path: Path
 ) -> None:
+    """The image size is left to the plan, and a recipe of 50 epochs cannot train 2x its
+    epochs in 40 s at any size: the plan takes the lowest, 64 px of convnet1's 128."""
     data = class_folders(per_class=6)
     out = tmp_path / "run"
     started = time.monotonic()
@@ -163,7 +205,8 @@ def test_a_tiny_budget_stops_in_time_with_a_complete_run_folder(
         progress=False,
         callbacks=[_SlowerMachine()],
         batch_size=4,
-        **TINY,
+        epochs=50,
+        **{k: v for k, v in TINY.items() if k != "model.image_size"},
     )
     wall = time.monotonic() - started
     tb = run.metrics["time_budget"]
@@ -185,6 +228,11 @@ def test_a_tiny_budget_stops_in_time_with_a_complete_run_folder(
     assert on_disk == tb  # rewritten once the report was written, with its time in it
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "Time budget" in report and "The budget ended training in epoch" in report
+    # trained, bundled and scored at the planned size; config.yaml keeps the size as asked
+    assert tb["plan"]["image_size"] == 64
+    bundle = json.loads((out / "model" / "config.json").read_text())
+    assert bundle["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert "image_size: 128" in (out / "config.yaml").read_text()
 
 
 # ---------------------------------------------------------------- without a budget
@@ -248,6 +296,7 @@ def test_a_resumed_budgeted_run_keeps_its_plan_and_gets_the_rest_of_its_budget(
     resumed, budget = resumed_budget(cfg, tmp_path)
     assert budget is not None
     assert (resumed.train.epochs, resumed.train.resize_from) == (7, 64)
+    assert resumed.model.image_size == plan.image_size == 128  # the size the plan chose
     assert resumed.train.head_epochs == plan.head_epochs
     left = budget.stop.deadline - time.monotonic()
     assert 600 - 30 - 110 - 5 < left <= 600 - 30 - 110 + 0.5  # 30 s set-up, 110 s epochs

@@ -3,11 +3,19 @@
 From the probe (:mod:`transferlab.speed_probe`) a cost model predicts each part of a run:
 the set-up and probe already spent, the frozen backbone's features, the head epochs, the
 fine-tuning epochs at their image sizes, validation and checkpoints after every epoch, and
-the fixed costs after training (test evaluation, calibration, bundle, report). The planner
-keeps ``model.image_size`` (the images are decoded for it: another size would decode them
-all again) and fills the budget with the fine-tuning epoch count and, as the continuous
-knob, progressive resizing (``train.resize_from``: the first epochs at a lower resolution,
-the last at the model's, on a schedule planned for that many epochs):
+the fixed costs after training (test evaluation, calibration, bundle, report).
+
+The image size comes first. A size set by hand (``--image-size``) is kept. Otherwise the
+planner takes the largest size, from the model's own down in steps of 16 px to 64 px,
+at which ``SIZE_EPOCHS`` times the recipe's fine-tuning epochs fit: more epochs at a
+lower resolution beat fewer at a higher one until the epochs are enough (measured on
+AHE-64, benchmarks/README.md "Time to accuracy": 11 epochs at 96 px gave val macro-F1
+0.954 in 11 minutes where 4 at 128 px gave 0.945 in 15). None fits: the lowest size.
+
+At that size it fills the budget with the fine-tuning epoch count and, as the
+continuous knob, progressive resizing (``train.resize_from``: the first epochs at a
+lower resolution, the last at the planned one, on a schedule planned for that many
+epochs):
 
 1. the recipe's epochs (``train.epochs``) fit at full size: add epochs at full size, then
    one more epoch with the highest ``resize_from`` that fits (up to 5x the recipe);
@@ -61,6 +69,9 @@ REPORT_FIGURES = 12
 REPORT_HEAT_MAPS = 12
 REPORT_REST_S = 1.0
 RESIZE_STEP = 8  # resize_from is planned in steps of 8 px (resize_schedule rounds to 8)
+SIZE_STEP = 16  # planned image sizes: the model's, then multiples of 16 px below it
+LOWEST_PLANNED_SIZE = 64  # no lower (an ImageNet backbone's deepest maps are 2x2 there)
+SIZE_EPOCHS = 2  # the size planned is the largest at which 2x the recipe's epochs fit
 
 
 def lowest_size(size: int) -> int:
@@ -130,12 +141,13 @@ def predict(
     parts = dict.fromkeys(("set-up + probe", "features", "head epochs", "fine-tuning"), 0.0)
     parts["set-up + probe"] = spent
     parts["validation + checkpoints"] = 0.0
-    val = n.val * speeds.forward
+    forward = speeds.forward_at(size)
+    val = n.val * forward
     have_features = False
     for phase in plan_phases(train, augment, size):
         if phase.trainable == "head" and not phase.augment and train.feature_cache:
             if not have_features:  # the engine extracts them once for consecutive phases
-                parts["features"] += (n.train + n.val) * speeds.forward
+                parts["features"] += (n.train + n.val) * forward
             have_features = True
             steps = steps_in(n.train, n.batch_size)
             parts["head epochs"] += phase.epochs * (steps * speeds.head + 2 * speeds.save)
@@ -145,7 +157,7 @@ def predict(
             step = (
                 speeds.train_image(phase.image_size(i, size))
                 if phase.train_backbone
-                else speeds.forward * 1.2  # frozen backbone, augmented: forward + head
+                else forward * 1.2  # frozen backbone, augmented: forward + head
             )
             parts["fine-tuning"] += n.train * step
         if phase.train_backbone:  # each size new to the model costs a slower first step
@@ -164,7 +176,7 @@ def finish_parts(n: Counts, speeds: Speeds, size: int) -> dict[str, float]:
         REPORT_FIGURES * speeds.figure + REPORT_HEAT_MAPS * speeds.train_image(size) + REPORT_REST_S
     )
     return {
-        "test + calibration": (evaluated + calibration) * speeds.forward,
+        "test + calibration": (evaluated + calibration) * speeds.forward_at(size),
         "bundle + report": speeds.save + report,
     }
 
@@ -225,6 +237,39 @@ class _Planner:
         if self.cfg.train.strategy == "two-stage" and self.cfg.train.head_epochs > 0:
             return self.plan(0)
         return self.plan(1)
+
+
+def planned_sizes(size: int, free: bool) -> list[int]:
+    """The image sizes a plan may train at, largest first: ``size`` alone when it was set
+    by hand (``free`` False), else ``size`` and the multiples of SIZE_STEP below it down
+    to LOWEST_PLANNED_SIZE."""
+    lowest = min(size, LOWEST_PLANNED_SIZE)
+    if not free or size <= lowest:
+        return [size]
+    below = range((size - 1) // SIZE_STEP * SIZE_STEP, lowest - 1, -SIZE_STEP)
+    return [size, *below]
+
+
+def choose_plan(
+    cfg: RunConfig,
+    augment: bool,
+    sizes: list[int],
+    n: Counts,
+    speeds: Speeds,
+    spent: float,
+    target: float,
+) -> tuple[Plan | None, _Planner]:
+    """The plan (None: nothing fits ``target``) and the planner of the size it chose (see
+    the module docstring). A linear probe trains no backbone: its size stays the first."""
+    planners = [_Planner(cfg, augment, s, n, speeds, spent) for s in sizes]
+    if not planners[0].trains_backbone:
+        return planners[0].choose(target), planners[0]
+    wanted = SIZE_EPOCHS * max(1, cfg.train.epochs)
+    chosen = next(
+        (p for p in planners if p.plan(wanted).predicted_s <= target),
+        planners[-1],
+    )
+    return chosen.choose(target), chosen
 
 
 class BudgetStop(Callback):
@@ -294,11 +339,17 @@ def _reserve(plan: Plan, n: Counts, speeds: Speeds, ema: bool) -> float:
 
 
 def plan_budget(
-    cfg: RunConfig, setup: RunSetup, augment: AugmentSpec, device: torch.device, started: float
+    cfg: RunConfig,
+    setup: RunSetup,
+    augment: AugmentSpec,
+    device: torch.device,
+    started: float,
+    size_free: bool = False,
 ) -> tuple[RunConfig, Budget]:
-    """Probe, plan and log: the config to train with (the plan's keys set) and the Budget.
-    Raises ConfigError, before anything is written, when the budget cannot hold even the
-    cheapest plan."""
+    """Probe, plan and log: the config to train with (the plan's keys set, the image size
+    among them) and the Budget. ``size_free``: no size was set by hand, the plan chooses
+    it. Raises ConfigError, before anything is written, when the budget cannot hold even
+    the cheapest plan."""
     budget = float(cfg.train.time_budget or 0)
     if cfg.train.compile:  # the probe times the model as it is; compiling happens in fit
         logger.warning(
@@ -306,10 +357,13 @@ def plan_budget(
             "(the budget still stops the run in time)"
         )
     sets, size = setup.sets, setup.prep.input_size
-    speeds = probe_speeds(setup.model, sets["train"], sets["val"], setup.prep, cfg, augment, device)
+    sizes = planned_sizes(size, size_free and cfg.train.strategy != "linear-probe")
+    speeds = probe_speeds(
+        setup.model, sets["train"], sets["val"], setup.prep, cfg, augment, device, sizes[-1]
+    )
     n = Counts(len(sets["train"]), len(sets["val"]), len(sets["test"]), cfg.train.batch_size)
-    planner = _Planner(cfg, augment.enabled, size, n, speeds, time.monotonic() - started)
-    plan = planner.choose(budget * FILL)
+    spent = time.monotonic() - started
+    plan, planner = choose_plan(cfg, augment.enabled, sizes, n, speeds, spent, budget * FILL)
     if plan is None:
         _too_small(budget, planner.smallest(), cfg, n, device)
     assert plan is not None
@@ -326,7 +380,7 @@ def _apply(cfg: RunConfig, plan: Plan) -> RunConfig:
         epochs=s["train.epochs"],
         resize_from=s["train.resize_from"],
     )
-    return replace(cfg, train=train)
+    return replace(cfg, train=train, model=replace(cfg.model, image_size=plan.image_size))
 
 
 def _too_small(budget: float, smallest: Plan, cfg: RunConfig, n: Counts, device: Any) -> None:
@@ -350,6 +404,8 @@ def _log_plan(plan: Plan, budget: float, cfg: RunConfig) -> None:
         if plan.resize_from is None or plan.epochs < 2
         else f"{plan.resize_from}->{plan.image_size} px"
     )
+    if cfg.model.image_size is not None and plan.image_size != cfg.model.image_size:
+        sizes += f" (the model's {cfg.model.image_size} px would fit fewer epochs)"
     head = f"{plan.head_epochs} head + " if cfg.train.strategy == "two-stage" else ""
     logger.info(
         "time budget %s: %s%d fine-tuning epochs at %s, predicted %s",

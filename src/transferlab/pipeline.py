@@ -40,7 +40,7 @@ from transferlab.finetune import (
 )
 from transferlab.launch import is_main_process, spawns, workers, world_size
 from transferlab.metrics import classification_report
-from transferlab.models.registry import count_parameters
+from transferlab.models.registry import count_parameters, resolve_preprocessing
 from transferlab.provenance import META_KEY as TRAINING_IMAGES_KEY
 from transferlab.provenance import PHASH_KEY, encode_digests, encode_phashes
 from transferlab.runtime import Runtime, launcher_world_size, make_runtime
@@ -162,12 +162,16 @@ def train_run(
     if spawns(world):  # --devices N here: this process is rank 0 of N
         with workers(world, _train_worker, (cfg, out), _resume_hint(out)):
             return train_run(cfg, out, callbacks, write_report)
+    size_free = cfg.model.image_size is None  # a budget may then plan the size
     cfg = asked = resolve_config(cfg)
     setup = setup_run(cfg)
     plan = _plan(cfg, setup)
     budget = None
     if cfg.train.time_budget is not None:
-        cfg, budget = plan_budget(cfg, setup, plan.augment, plan.device, started)
+        cfg, budget = plan_budget(cfg, setup, plan.augment, plan.device, started, size_free)
+        if cfg.model.image_size != setup.prep.input_size:  # the stored images are resized
+            prep = resolve_preprocessing(cfg.model.name, cfg.model.image_size)
+            setup = dataclasses.replace(setup, prep=prep)
         plan = _plan(cfg, setup)
     if not is_main_process():  # only the main process writes
         return _fit_and_finish(cfg, setup, plan, out, (), None, False, budget)

@@ -2,11 +2,12 @@
 
 A few real batches of the run's own training set go through the run's own training step
 (:class:`~transferlab.engine.Trainer` and :class:`~transferlab.engine.Stepper`: augmentation,
-forward, backward, optimizer step, the EMA update when it is on) at the model's size and at
-half of it, then a feature extraction (eval forward), a few head steps on those features
-and one checkpoint write. The model's weights, BatchNorm statistics, trainable flags and
-train/eval modes and every RNG stream are put back afterwards, so the run that follows
-trains exactly as it would have without the probe.
+forward, backward, optimizer step, the EMA update when it is on) at the model's size, at
+half of it and at the lowest size the plan may choose, then a feature extraction (eval
+forward), a few head steps on those features and one checkpoint write. The model's
+weights, BatchNorm statistics, trainable flags and train/eval modes and every RNG stream
+are put back afterwards, so the run that follows trains exactly as it would have without
+the probe.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ logger = logging.getLogger(__name__)
 # the budget by BudgetStop.
 TIMED_SECONDS = 0.5
 MAX_TIMED = 3
-# On a CPU the time per image hardly depends on the batch size: the probe's batches are
-# this small there, so that it stays a few seconds. On a GPU it does: the run's batch size.
-CPU_PROBE_BATCH = 8
+# The probe steps with the run's batch size, at most this many images on a CPU (on a GPU:
+# the run's). A CPU step per image is about the same from 32 images up, but not below:
+# at 8, lite0 at 96 px took 1.5x the time per image of a batch of 32 (the planned epochs
+# then came out 25% short of the budget).
+CPU_PROBE_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,30 @@ class Speeds:
     new_size: float = 0.0  # a training step's extra time at an image size new to the model
 
     def train_image(self, size: int) -> float:
-        """One training step per image at ``size``: ``t(s) = t(S) * (s / S) ** p`` through
-        the two measured sizes, with ``p`` held to [1, 2]: a convolution's work grows with
-        the pixels (p = 2) and what does not (head, optimizer step, Python) pulls p down,
-        but never below 1. Held, because two timings on a busy machine can say anything
-        (a 64 px step measured as slow as a 128 px one)."""
+        """One training step per image at ``size``: ``t(s) = t(a) * (s / a) ** p`` through
+        the two measured sizes ``a < b`` nearest to it (the lowest two below them, the
+        highest two above), with ``p`` held to [1, 2]: a convolution's work grows with the
+        pixels (p = 2) and what does not (head, optimizer step, Python) pulls p down, but
+        never below 1. Held, because two timings on a busy machine can say anything (a
+        64 px step measured as slow as a 128 px one)."""
         if not self.train:
             return self.forward * 3  # backward is about twice the forward
-        (s1, t1), (s2, t2) = sorted(self.train)[0], sorted(self.train)[-1]
+        timed = sorted(self.train)
+        if len(timed) == 1:
+            (s1, t1), (s2, t2) = timed[0], timed[0]
+        else:
+            i = min(max(1, sum(1 for s, _ in timed if s < size)), len(timed) - 1)
+            (s1, t1), (s2, t2) = timed[i - 1], timed[i]
         p = math.log(t2 / t1) / math.log(s2 / s1) if s2 > s1 and t1 > 0 and t2 > 0 else 2.0
-        return t2 * (size / s2) ** min(2.0, max(1.0, p))
+        return t1 * (size / s1) ** min(2.0, max(1.0, p))
+
+    def forward_at(self, size: int) -> float:
+        """An eval forward per image at ``size``: the measured one (at the largest size
+        timed), scaled as a training step scales between the two sizes."""
+        if not self.train:
+            return self.forward
+        top = max(s for s, _ in self.train)
+        return self.forward * self.train_image(size) / self.train_image(top)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,19 +114,22 @@ def probe_speeds(
     cfg: RunConfig,
     augment: AugmentSpec,
     device: torch.device,
+    lowest: int | None = None,
 ) -> Speeds:
-    """Time the run's own steps on its own data; see the module docstring."""
+    """Time the run's own steps on its own data; see the module docstring. ``lowest``:
+    the lowest image size the plan may train at, timed too when below half the model's."""
     started = time.perf_counter()
     small = device.type == "cpu" and cfg.train.batch_size > CPU_PROBE_BATCH
     probe_cfg = replace(cfg.train, batch_size=CPU_PROBE_BATCH) if small else cfg.train
     with _kept(model):
         trainer = Trainer(model, train, val, prep, probe_cfg, augment, device)
         full = _backbone_phase(cfg, augment.enabled, prep.input_size)
-        sizes = sorted({prep.input_size, low_size(prep.input_size)}, reverse=True)
+        wanted = {prep.input_size, low_size(prep.input_size), *([lowest] if lowest else [])}
+        sizes = sorted(wanted, reverse=True)
         timed = [(s, _train_step(trainer, full, s, device)) for s in sizes] if full else []
         train_s = tuple((s, per_image) for s, (per_image, _) in timed)
-        # the size timed second was new to the model, as each resized epoch's size is
-        new_size = timed[-1][1][1] if len(timed) > 1 else 0.0
+        # the sizes timed after the first were new to the model, as each resized epoch's is
+        new_size = max((first for _, (_, first) in timed[1:]), default=0.0)
         feats, forward = _forward(model, train, prep, probe_cfg.batch_size * 2, cfg, device)
         head = _head_step(trainer, cfg, feats, device)
         save = _save(model)

@@ -162,6 +162,8 @@ def ci_note(metrics: dict[str, Any]) -> str:
 def summary_section(run: RunFiles, built: Built, cal: stats.Calibration | None) -> None:
     m, t = run.metrics, run.metrics.get("training", {})
     model, train = run.config.get("model") or {}, run.config.get("train") or {}
+    # a time budget may have planned the size (config.yaml keeps the size as asked)
+    planned = ((m.get("time_budget") or {}).get("plan") or {}).get("image_size")
     ci = m.get("ci95", {})
     items = [
         ("accuracy", _f(m.get("accuracy")), _ci_text(ci.get("accuracy"))),
@@ -183,7 +185,7 @@ def summary_section(run: RunFiles, built: Built, cal: stats.Calibration | None) 
     recipe = [
         f"model <b>{escape(str(model.get('name', '?')))}</b>",
         f"weights {escape(str(t.get('weights_source', model.get('weights', '?'))))}",
-        f"{model.get('image_size', '?')} px",
+        f"{planned or model.get('image_size', '?')} px",
         f"strategy {escape(str(train.get('strategy', '?')))}",
         f"best epoch {t.get('best_epoch', '?')} of {t.get('epochs', '?')}",
         f"seed {train.get('seed', '?')}",
