@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from transferlab.allocator import tune_for_training
 from transferlab.config import TrainConfig
 from transferlab.data.augment import AugmentSpec, augment_batch, mix_batch
 from transferlab.data.store import ImageSet, iterate_batches
@@ -402,6 +403,8 @@ class Trainer:
         self.model, self.train, self.val, self.prep, self.cfg = model, train, val, prep, cfg
         self.runtime = runtime or Runtime(device)
         self.augment, self.device, self.callbacks = augment, self.runtime.device, callbacks
+        if self.device.type == "cpu":
+            tune_for_training()  # the C allocator's thresholds, once a process
         if cfg.sync_bn and self.runtime.distributed:
             # in place: the modules keep their names, so checkpoints and the bundle load
             # into a plain model
