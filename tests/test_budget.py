@@ -106,6 +106,10 @@ def test_train_image_goes_through_the_two_nearest_timed_sizes() -> None:
     assert 0.0045 < speeds.train_image(96) < 0.012 and 0.012 < speeds.train_image(160) < 0.04
     assert speeds.forward_at(224) == pytest.approx(0.01)
     assert speeds.forward_at(112) == pytest.approx(0.01 * 0.012 / 0.04)
+    timed = Speeds(train=speeds.train, forward=0.01, head=0, save=0, figure=0, probe_s=0,
+                   forward_sizes=((64, 0.001),))  # fmt: skip
+    assert timed.forward_at(64) == pytest.approx(0.001)  # its own timing, not scaled
+    assert 0.001 < timed.forward_at(112) < 0.01
 
 
 @pytest.mark.parametrize("budget", [120, 300, 600, 900, 3600])

@@ -63,42 +63,59 @@ class Speeds:
     probe_s: float  # how long the probe took
     new_size: float = 0.0  # a training step's extra time at an image size new to the model
 
+    # eval forward per image at smaller sizes: (image size, seconds), the lowest planned
+    forward_sizes: tuple[tuple[int, float], ...] = ()
+
     def train_image(self, size: int) -> float:
-        """One training step per image at ``size``: ``t(s) = t(a) * (s / a) ** p`` through
-        the two measured sizes ``a < b`` nearest to it (the lowest two below them, the
-        highest two above), with ``p`` held to [1, 2]: a convolution's work grows with the
-        pixels (p = 2) and what does not (head, optimizer step, Python) pulls p down, but
-        never below 1. Held, because two timings on a busy machine can say anything (a
-        64 px step measured as slow as a 128 px one)."""
+        """One training step per image at ``size``, through the timed sizes
+        (:func:`through`)."""
         if not self.train:
             return self.forward * 3  # backward is about twice the forward
-        timed = sorted(self.train)
-        if len(timed) == 1:
-            (s1, t1), (s2, t2) = timed[0], timed[0]
-        else:
-            i = min(max(1, sum(1 for s, _ in timed if s < size)), len(timed) - 1)
-            (s1, t1), (s2, t2) = timed[i - 1], timed[i]
-        p = math.log(t2 / t1) / math.log(s2 / s1) if s2 > s1 and t1 > 0 and t2 > 0 else 2.0
-        return t1 * (size / s1) ** min(2.0, max(1.0, p))
+        return through(self.train, size)
 
     def forward_at(self, size: int) -> float:
-        """An eval forward per image at ``size``: the measured one (at the largest size
-        timed), scaled as a training step scales between the two sizes."""
+        """An eval forward per image at ``size``: through the sizes it was timed at, or,
+        timed at one size only, scaled from it as a training step scales."""
+        top = max((s for s, _ in self.train), default=0)
+        timed = {**dict(self.forward_sizes), **({top: self.forward} if top else {})}
+        if len(timed) > 1:
+            return through(tuple(timed.items()), size)
         if not self.train:
             return self.forward
-        top = max(s for s, _ in self.train)
         return self.forward * self.train_image(size) / self.train_image(top)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "train_s_per_image": {str(s): round(t, 6) for s, t in self.train},
             "forward_s_per_image": round(self.forward, 6),
+            **(
+                {"forward_s_per_image_at": {str(z): round(t, 6) for z, t in self.forward_sizes}}
+                if self.forward_sizes
+                else {}
+            ),
             "head_s_per_step": round(self.head, 6),
             "checkpoint_s": round(self.save, 4),
             "figure_s": round(self.figure, 4),
             "probe_s": round(self.probe_s, 2),
             "new_size_s": round(self.new_size, 3),
         }
+
+
+def through(timed: tuple[tuple[int, float], ...], size: int) -> float:
+    """Seconds per image at ``size`` from (size, seconds) timings: ``t(s) = t(a) * (s / a)
+    ** p`` through the two timed sizes ``a < b`` nearest to it (the lowest two below
+    them, the highest two above), with ``p`` held to [1, 2]: a convolution's work grows
+    with the pixels (p = 2) and what does not (head, optimizer step, Python) pulls p
+    down, but never below 1. Held, because two timings on a busy machine can say anything
+    (a 64 px step measured as slow as a 128 px one)."""
+    ordered = sorted(timed)
+    if len(ordered) == 1:
+        (s1, t1), (s2, t2) = ordered[0], ordered[0]
+    else:
+        i = min(max(1, sum(1 for s, _ in ordered if s < size)), len(ordered) - 1)
+        (s1, t1), (s2, t2) = ordered[i - 1], ordered[i]
+    p = math.log(t2 / t1) / math.log(s2 / s1) if s2 > s1 and t1 > 0 and t2 > 0 else 2.0
+    return t1 * (size / s1) ** min(2.0, max(1.0, p))
 
 
 def low_size(size: int) -> int:
@@ -132,11 +149,19 @@ def probe_speeds(
         # the sizes timed after the first were new to the model, as each resized epoch's is
         new_size = max((first for _, (_, first) in timed[1:]), default=0.0)
         feats, forward = _forward(model, train, prep, probe_cfg.batch_size * 2, cfg, device)
+        # the eval forward at the lowest planned size too: scaled from the model's size as
+        # a training step scales, it came out twice the time it took at 112 px
+        smaller = [z for z in (lowest,) if z and z < prep.input_size]
+        forward_sizes = tuple(
+            (z, _forward(model, train, replace(prep, input_size=z), probe_cfg.batch_size * 2,
+                         cfg, device)[1])
+            for z in smaller
+        )  # fmt: skip
         head = _head_step(trainer, cfg, feats, device)
         save = _save(model)
     figure = _figure()
     probe_s = time.perf_counter() - started
-    speeds = Speeds(train_s, forward, head, save, figure, probe_s, new_size)
+    speeds = Speeds(train_s, forward, head, save, figure, probe_s, new_size, forward_sizes)
     logger.debug("probe: %s", speeds.to_dict())
     return speeds
 
