@@ -4,10 +4,10 @@ A few real batches of the run's own training set go through the run's own traini
 (:class:`~transferlab.engine.Trainer` and :class:`~transferlab.engine.Stepper`: augmentation,
 forward, backward, optimizer step, the EMA update when it is on) at the model's size, at
 half of it and at the lowest size the plan may choose, then a feature extraction (eval
-forward), a few head steps on those features and one checkpoint write. The model's
-weights, BatchNorm statistics, trainable flags and train/eval modes and every RNG stream
-are put back afterwards, so the run that follows trains exactly as it would have without
-the probe.
+forward, at the model's size and at that lowest size), a few head steps on those features
+and one checkpoint write. The model's weights, BatchNorm statistics, trainable flags and
+train/eval modes and every RNG stream are put back afterwards, so the run that follows
+trains exactly as it would have without the probe.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ TIMED_SECONDS = 2.0
 MAX_TIMED = 5
 # The probe steps with the run's batch size, at most this many images on a CPU (on a GPU:
 # the run's). A CPU step per image is about the same from 32 images up, but not below:
-# at 8, lite0 at 96 px took 1.5x the time per image of a batch of 32 (the planned epochs
+# at 8, lite0 at 96 px took 1.7x the time per image of a batch of 32 (the planned epochs
 # then came out 25% short of the budget).
 CPU_PROBE_BATCH = 32
 
@@ -76,12 +76,11 @@ class Speeds:
     def forward_at(self, size: int) -> float:
         """An eval forward per image at ``size``: through the sizes it was timed at, or,
         timed at one size only, scaled from it as a training step scales."""
-        top = max((s for s, _ in self.train), default=0)
-        timed = {**dict(self.forward_sizes), **({top: self.forward} if top else {})}
-        if len(timed) > 1:
-            return through(tuple(timed.items()), size)
         if not self.train:
             return self.forward
+        top = max(s for s, _ in self.train)  # the model's size, where forward was timed
+        if self.forward_sizes:
+            return through(((top, self.forward), *self.forward_sizes), size)
         return self.forward * self.train_image(size) / self.train_image(top)
 
     def to_dict(self) -> dict[str, object]:
@@ -151,12 +150,11 @@ def probe_speeds(
         feats, forward = _forward(model, train, prep, probe_cfg.batch_size * 2, cfg, device)
         # the eval forward at the lowest planned size too: scaled from the model's size as
         # a training step scales, it came out twice the time it took at 112 px
-        smaller = [z for z in (lowest,) if z and z < prep.input_size]
-        forward_sizes = tuple(
-            (z, _forward(model, train, replace(prep, input_size=z), probe_cfg.batch_size * 2,
-                         cfg, device)[1])
-            for z in smaller
-        )  # fmt: skip
+        forward_sizes: tuple[tuple[int, float], ...] = ()
+        if lowest and lowest < prep.input_size:
+            low_prep = replace(prep, input_size=lowest)
+            _, low = _forward(model, train, low_prep, probe_cfg.batch_size * 2, cfg, device)
+            forward_sizes = ((lowest, low),)
         head = _head_step(trainer, cfg, feats, device)
         save = _save(model)
     figure = _figure()
