@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -325,6 +326,19 @@ def test_predict_reports_unreadable_images_and_still_predicts_the_rest(
 
 
 # --- errors, help -----------------------------------------------------------------------
+
+
+def test_log_lines_after_a_command_reach_the_stderr_of_the_moment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command run in-process (a notebook, a test runner) swaps sys.stderr and closes its
+    stream afterwards; the process's later log lines must still be written, not fail with
+    "--- Logging error ---"."""
+    code, _, stderr = invoke("report", tmp_path / "nowhere")
+    assert code == 2 and "error:" in stderr
+    logging.getLogger("transferlab.test").warning("after the command")
+    err = capsys.readouterr().err
+    assert "warning: after the command" in err and "Logging error" not in err
 
 
 @pytest.fixture

@@ -67,8 +67,27 @@ class _Formatter(logging.Formatter):
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is written, as the standard
+    library's own last-resort handler does. A handler bound to the stream of the moment
+    outlives it: after a command run inside a notebook or a test runner that swapped
+    ``sys.stderr`` (and closed it), every later log line of the process failed with
+    "--- Logging error ---"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; ignored
+        pass
+
+
 def setup_logging(quiet: bool, debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(message)s"))
     root = logging.getLogger("transferlab")
     root.handlers[:] = [handler]
