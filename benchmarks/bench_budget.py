@@ -26,6 +26,9 @@ bootstrap 95% interval, per-class F1). Per-class F1 is set against the paper's t
     # halves at different times (results merge into the same --out):
     .venv/bin/python benchmarks/bench_budget.py --only plain --out runs/bench-budget/results.json
     .venv/bin/python benchmarks/bench_budget.py --only ours --out runs/bench-budget/results.json
+    # another backbone inside the same budget (its rows as 'ours:NAME'):
+    .venv/bin/python benchmarks/bench_budget.py --only ours --model tf_efficientnet_lite1 \
+        --budgets 10m --out runs/bench-budget/results.json
     # a quick check at tiny budgets on a small subset:
     .venv/bin/python benchmarks/bench_budget.py --per-class 30 --budgets 40s \
         --out /tmp/bench-budget/results.json
@@ -261,16 +264,23 @@ def run_plain(split: SplitSamples, budget: float, s: PlainSettings) -> dict[str,
 
 
 def run_ours(
-    data: Path, split_csv: Path, budget: str, out: Path, image_size: int | None
+    data: Path,
+    split_csv: Path,
+    budget: str,
+    out: Path,
+    image_size: int | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """``transferlab train`` with ``--time-budget`` in its own process, timed start to exit
-    (at ``image_size``, the plain loop's, unless None: the size the plan chooses)."""
+    (at ``image_size``, the plain loop's, unless None: the size the plan chooses; with
+    ``model``, unless None: transferlab's default)."""
     if out.exists():
         shutil.rmtree(out)
     cmd = [
         sys.executable, "-m", "transferlab", "train", str(data), "--out", str(out),
         "--split-file", str(split_csv), "--time-budget", budget,
         *(["--image-size", str(image_size)] if image_size else []),
+        *(["--model", model] if model else []),
     ]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
@@ -293,6 +303,7 @@ def run_ours(
         "image_size": (metrics.get("time_budget") or {}).get("plan", {}).get("image_size")
         or config.get("model", {}).get("image_size"),
         "resize_from": config.get("train", {}).get("resize_from"),
+        "model": config.get("model", {}).get("name"),
         "time_budget": metrics.get("time_budget") or training.get("time_budget"),
         "run": str(out),
     }
@@ -326,19 +337,20 @@ def against_paper(result: dict[str, Any], baseline: Path) -> dict[str, Any]:
 
 
 def print_tables(results: dict[str, dict[str, Any]], baseline: Path) -> None:
+    w = max([7] + [len(n) + 1 for sides in results.values() for n in sides])  # the run column
     print(
-        f"{'budget':8}{'run':7}{'test acc':>10}{'macro-F1':>10}{'95% CI':>18}{'wall':>9}"
+        f"{'budget':8}{'run':{w}}{'test acc':>10}{'macro-F1':>10}{'95% CI':>18}{'wall':>9}"
         f"{'epochs':>8}{'beaten':>8}"
     )
     for budget, sides in results.items():
         for name, r in sides.items():
             if "refused" in r:
-                print(f"{budget:8}{name:7} refused after {r['seconds']:.0f} s: {r['refused']}")
+                print(f"{budget:8}{name:{w}} refused after {r['seconds']:.0f} s: {r['refused']}")
                 continue
             ci = r["macro_f1_ci95"]
             ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
             print(
-                f"{budget:8}{name:7}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{ci_text:>18}"
+                f"{budget:8}{name:{w}}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{ci_text:>18}"
                 f"{r['seconds'] / 60:>8.1f}m{r['epochs']!s:>8}{r['paper']['beaten']:>8}"
             )
     paper = load_baseline(baseline)
@@ -382,6 +394,11 @@ def main() -> None:
         default=False,
         help="ours at the plain loop's image size (default: the size ours plans itself)",
     )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="ours with this backbone (its results as 'ours:NAME'; default: transferlab's)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     budgets = {b.strip(): parse_duration(b.strip(), "--budgets") for b in args.budgets.split(",")}
@@ -401,7 +418,9 @@ def main() -> None:
         sides = results.setdefault(text, {})
         if args.only in (None, "ours"):
             size = args.plain_image_size if args.same_size else None
-            sides["ours"] = run_ours(args.data, split_csv, text, work / f"ours-{text}", size)
+            name = f"ours:{args.model}" if args.model else "ours"
+            folder = work / f"{name.replace(':', '-')}-{text}"
+            sides[name] = run_ours(args.data, split_csv, text, folder, size, args.model)
         if args.only in (None, "plain"):
             sides["plain"] = run_plain(split, seconds, plain)
         for r in sides.values():
