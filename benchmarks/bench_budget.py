@@ -362,10 +362,11 @@ def print_tables(results: dict[str, dict[str, Any]], baseline: Path) -> None:
     classes = list(scored[0][2]["per_class_f1"])
     matched, _ = match_classes(paper.f1, classes)
     print("\nper-class F1: " + ", ".join(classes))
-    print(f"{'paper':16}" + " ".join(f"{matched[c] or 0:.3f}" for c in classes))
+    w = max(16, *(len(f"{b} {n} ") for b, n, _ in scored))
+    print(f"{'paper':{w}}" + " ".join(f"{matched[c] or 0:.3f}" for c in classes))
     for budget, name, r in scored:
         print(
-            f"{budget + ' ' + name:16}" + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
+            f"{budget + ' ' + name:{w}}" + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
         )
 
 
