@@ -71,7 +71,11 @@ EPOCHS_CAP = 5  # at most this many times the recipe's fine-tuning epochs
 REPORT_FIGURES = 12
 REPORT_HEAT_MAPS = 12
 REPORT_REST_S = 1.0
-RESIZE_STEP = 8  # resize_from is planned in steps of 8 px (resize_schedule rounds to 8)
+# resize_from is planned in steps of 4 px. resize_schedule rounds each epoch's size to 8,
+# but after interpolating, so a start 4 px higher still moves epochs up a size: with 8-px
+# steps a 10-minute lite2 plan (9 epochs, 64->80 px) stopped at 90% of its budget where
+# 68->80 fits 93% (benchmarks/README.md, "The backbone inside a budget").
+RESIZE_STEP = 4
 SIZE_STEP = 16  # planned image sizes: the model's, then multiples of 16 px below it
 LOWEST_PLANNED_SIZE = 64  # no lower (an ImageNet backbone's deepest maps are 2x2 there)
 SIZE_EPOCHS = 2  # the size planned is the largest at which 2x the recipe's epochs fit
