@@ -73,8 +73,8 @@ REPORT_HEAT_MAPS = 12
 REPORT_REST_S = 1.0
 # resize_from is planned in steps of 4 px. resize_schedule rounds each epoch's size to 8,
 # but after interpolating, so a start 4 px higher still moves epochs up a size: with 8-px
-# steps a 10-minute lite2 plan (9 epochs, 64->80 px) stopped at 90% of its budget where
-# 68->80 fits 93% (benchmarks/README.md, "The backbone inside a budget").
+# steps a 10-minute lite2 plan (9 epochs, 64->80 px) predicted 90% of its budget (and used
+# 88%) where 68->80 predicts 93% (benchmarks/README.md, "The backbone inside a budget").
 RESIZE_STEP = 4
 SIZE_STEP = 16  # planned image sizes: the model's, then multiples of 16 px below it
 LOWEST_PLANNED_SIZE = 64  # no lower (an ImageNet backbone's deepest maps are 2x2 there)
