@@ -118,8 +118,9 @@ def through(timed: tuple[tuple[int, float], ...], size: int) -> float:
 
 
 def low_size(size: int) -> int:
-    """The second probe size and the lowest training size the planner uses: half the
-    model's, a multiple of 8, at least 32 (below that the backbone's deepest maps vanish)."""
+    """The middle probe size, between the model's and the lowest the plan may choose:
+    half the model's, a multiple of 8, at least 32 (below that the backbone's deepest maps
+    vanish)."""
     return min(size, max(32, size // 2 // 8 * 8))
 
 
