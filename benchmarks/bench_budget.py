@@ -362,11 +362,12 @@ def print_tables(results: dict[str, dict[str, Any]], baseline: Path) -> None:
     classes = list(scored[0][2]["per_class_f1"])
     matched, _ = match_classes(paper.f1, classes)
     print("\nper-class F1: " + ", ".join(classes))
-    w = max(16, *(len(f"{b} {n} ") for b, n, _ in scored))
-    print(f"{'paper':{w}}" + " ".join(f"{matched[c] or 0:.3f}" for c in classes))
+    label = max(16, *(len(f"{b} {n} ") for b, n, _ in scored))  # the row label's width
+    print(f"{'paper':{label}}" + " ".join(f"{matched[c] or 0:.3f}" for c in classes))
     for budget, name, r in scored:
         print(
-            f"{budget + ' ' + name:{w}}" + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
+            f"{budget + ' ' + name:{label}}"
+            + " ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
         )
 
 
